@@ -1,1 +1,43 @@
-//! placeholder
+//! Plinth: a plugin host for Rust.
+//!
+//! A host asks for a plugin by name and gets back a typed Rust interface (`Arc<dyn Kv>`). Behind
+//! it runs a WebAssembly component, in-process and sandboxed on wasmtime: no files, network or
+//! environment unless granted, memory and time limits per call, and a trap never takes the host
+//! down. The model is HashiCorp's go-plugin — `Client`, `ClientConfig`, `PluginSet`, `Dispense`
+//! — with WIT interfaces in place of protobuf services.
+//!
+//! The host author writes one small adapter per interface (a [`Plugin`]); Plinth does the rest:
+//! loading, checksums, version negotiation, sandboxing, limits, logging and output capture.
+//!
+//! ```ignore
+//! use plinth::{Client, ClientConfig};
+//!
+//! # async fn run() -> plinth::Result<()> {
+//! let client = Client::start(ClientConfig::wasm("plugins/kv.wasm")).await?;
+//! let kv = client.dispense(&KvPlugin).await?;   // Arc<dyn Kv>
+//! kv.put("hello", b"world").await?;
+//! assert_eq!(kv.get("hello").await?, b"world");
+//! client.kill().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The example adapters (`KvPlugin`, `GreeterPlugin`, `CounterPlugin`) live in the
+//! `plinth-examples` crate of this repository; the WIT they bind lives in `wit/`.
+
+#![warn(missing_docs)]
+
+mod client;
+mod discover;
+mod error;
+mod kind;
+mod plugin;
+mod secure;
+pub mod wasm;
+
+pub use client::{Client, ClientConfig};
+pub use discover::discover;
+pub use error::{Error, Result};
+pub use kind::FileKind;
+pub use plugin::{Plugin, PluginSet};
+pub use secure::Checksum;

@@ -1,0 +1,100 @@
+//! A kv plugin that misbehaves on request, for the host's fault tests.
+//!
+//! `get(key)` acts on the key:
+//! - `loop`: spins forever (the host's per-call deadline must stop it);
+//! - `alloc`: allocates a gigabyte (the host's memory limit must stop it);
+//! - `recurse`: recurses until the stack is exhausted;
+//! - `panic`: panics (a trap);
+//! - `print`: writes two lines to stdout and one to stderr, then answers `printed`;
+//! - `log`: logs a warning with fields, then answers `logged`;
+//! - `env:NAME`: answers the value of environment variable `NAME`;
+//! - `read:PATH`: answers the contents of the file at `PATH`;
+//! - `connect:ADDR`: tries to open a TCP connection to `ADDR`;
+//! - anything else: answers the key itself.
+//!
+//! `put` always succeeds and stores nothing.
+
+wit_bindgen::generate!({
+    path: ["../../wit/host", "../../wit/kv"],
+    world: "plinth:kv/plugin@0.1.0",
+    generate_all,
+});
+
+use exports::plinth::kv::store::Guest;
+use plinth::host::logging::{self, Field, Level};
+use std::io::Write;
+
+struct Misbehave;
+
+#[inline(never)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    pad[(depth % 256) as usize] = depth as u8;
+    let mut next = [0u8; 256];
+    recurse(depth + 1, &mut next) + u64::from(pad[0])
+}
+
+impl Guest for Misbehave {
+    fn get(key: String) -> Result<Vec<u8>, String> {
+        match key.as_str() {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let big = vec![1u8; 1 << 30];
+                Ok(big[..4].to_vec())
+            }
+            "recurse" => {
+                let mut pad = [0u8; 256];
+                Ok(recurse(0, &mut pad).to_le_bytes().to_vec())
+            }
+            "panic" => panic!("the guest was asked to panic"),
+            "print" => {
+                println!("first line to stdout");
+                let mut out = std::io::stdout();
+                let _ = write!(out, "second line ");
+                let _ = writeln!(out, "to stdout");
+                eprintln!("a line to stderr");
+                Ok(b"printed".to_vec())
+            }
+            "log" => {
+                logging::log(
+                    Level::Warn,
+                    "something to see",
+                    &[
+                        Field { key: "answer".into(), value: "42".into() },
+                        Field { key: "who".into(), value: "misbehave".into() },
+                    ],
+                );
+                Ok(b"logged".to_vec())
+            }
+            other => {
+                if let Some(name) = other.strip_prefix("env:") {
+                    return std::env::var(name)
+                        .map(String::into_bytes)
+                        .map_err(|e| format!("env {name}: {e}"));
+                }
+                if let Some(path) = other.strip_prefix("read:") {
+                    return std::fs::read(path).map_err(|e| format!("read {path}: {e}"));
+                }
+                if let Some(addr) = other.strip_prefix("connect:") {
+                    return std::net::TcpStream::connect(addr)
+                        .map(|_| b"connected".to_vec())
+                        .map_err(|e| format!("connect {addr}: {e}"));
+                }
+                Ok(other.as_bytes().to_vec())
+            }
+        }
+    }
+
+    fn put(_key: String, _value: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+export!(Misbehave);

@@ -1,0 +1,127 @@
+//! The per-interface adapter a host author writes, and sets of them.
+//!
+//! A [`Plugin`] says how to build the host's typed interface (`Arc<dyn Kv>`) from a plugin:
+//! which WIT interface versions it binds, which host imports it adds, and how it wraps the
+//! instance pool. It plays the part of go-plugin's `Plugin` (whose `GRPCClient` builds the typed
+//! client); several versions in [`Plugin::wasm_exports`] play the part of `VersionedPlugins`.
+//! A [`PluginSet`] holds adapters by name for [`Client::dispense_named`](crate::Client::dispense_named).
+
+use std::any::{Any, TypeId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::Linker;
+
+use crate::error::Result;
+use crate::wasm::{HostState, Instance};
+
+/// An adapter from a plugin to the host's typed interface.
+///
+/// ```ignore
+/// impl plinth::Plugin for KvPlugin {
+///     type Interface = dyn Kv;
+///     fn name(&self) -> &str { "kv" }
+///     fn wasm_exports(&self) -> &[&str] { &["plinth:kv/store@0.1.0"] }
+///     fn from_wasm(&self, instance: plinth::wasm::Instance) -> plinth::Result<Arc<dyn Kv>> {
+///         Ok(Arc::new(WasmKv { pool: instance.pool()? }))
+///     }
+/// }
+/// ```
+pub trait Plugin: Send + Sync + 'static {
+    /// The interface the host calls, usually a trait object (`dyn Kv`).
+    type Interface: ?Sized + Send + Sync + 'static;
+
+    /// The plugin's name in a [`PluginSet`] and in logs (`"kv"`).
+    fn name(&self) -> &str;
+
+    /// The WIT interfaces this adapter can bind, one per supported version
+    /// (`"plinth:kv/store@0.1.0"`). Dispensing picks the highest one the component exports;
+    /// [`Instance::interface`] says which.
+    fn wasm_exports(&self) -> &[&str];
+
+    /// Adds the host imports this interface needs (callbacks such as the counter's
+    /// `add-helper`) to the linker. WASI and `plinth:host` are already there.
+    fn link_wasm(&self, linker: &mut Linker<HostState>) -> Result<()> {
+        let _ = linker;
+        Ok(())
+    }
+
+    /// Builds the interface from a linked component.
+    fn from_wasm(&self, instance: Instance) -> Result<Arc<Self::Interface>>;
+}
+
+/// A [`Plugin`] with its interface type erased, so adapters of different interfaces can share
+/// one [`PluginSet`].
+pub(crate) trait ErasedPlugin: Send + Sync {
+    fn name(&self) -> &str;
+    fn wasm_exports(&self) -> &[&str];
+    fn link_wasm(&self, linker: &mut Linker<HostState>) -> Result<()>;
+    fn interface_type(&self) -> (TypeId, &'static str);
+    /// Returns a `Box<Arc<Interface>>`.
+    fn from_wasm_erased(&self, instance: Instance) -> Result<Box<dyn Any + Send + Sync>>;
+}
+
+impl<P: Plugin> ErasedPlugin for P {
+    fn name(&self) -> &str {
+        Plugin::name(self)
+    }
+
+    fn wasm_exports(&self) -> &[&str] {
+        Plugin::wasm_exports(self)
+    }
+
+    fn link_wasm(&self, linker: &mut Linker<HostState>) -> Result<()> {
+        Plugin::link_wasm(self, linker)
+    }
+
+    fn interface_type(&self) -> (TypeId, &'static str) {
+        (
+            TypeId::of::<Arc<P::Interface>>(),
+            std::any::type_name::<Arc<P::Interface>>(),
+        )
+    }
+
+    fn from_wasm_erased(&self, instance: Instance) -> Result<Box<dyn Any + Send + Sync>> {
+        Ok(Box::new(self.from_wasm(instance)?))
+    }
+}
+
+/// Adapters by name, as go-plugin's `PluginSet`.
+#[derive(Clone, Default)]
+pub struct PluginSet {
+    plugins: BTreeMap<String, Arc<dyn ErasedPlugin>>,
+}
+
+impl PluginSet {
+    /// An empty set.
+    pub fn new() -> PluginSet {
+        PluginSet::default()
+    }
+
+    /// Adds `plugin` under its [`Plugin::name`], replacing any adapter of that name.
+    pub fn with(mut self, plugin: impl Plugin) -> PluginSet {
+        self.insert(plugin);
+        self
+    }
+
+    /// Adds `plugin` under its [`Plugin::name`], replacing any adapter of that name.
+    pub fn insert(&mut self, plugin: impl Plugin) {
+        let name = Plugin::name(&plugin).to_owned();
+        self.plugins.insert(name, Arc::new(plugin));
+    }
+
+    /// The names in the set, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.plugins.keys().cloned().collect()
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn ErasedPlugin>> {
+        self.plugins.get(name)
+    }
+}
+
+impl std::fmt::Debug for PluginSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.plugins.keys()).finish()
+    }
+}

@@ -1,0 +1,175 @@
+//! The wasmtime engine Plinth runs every component on, and the compile step.
+//!
+//! One [`Engine`] is shared by all clients of a process ([`Engine::shared`]): it owns the pooling
+//! allocator, the epoch ticker behind per-call deadlines, and an in-memory table of compiled
+//! components keyed by sha256, in front of the optional on-disk cache (see [`super::cache`]).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::error::{Error, Result};
+use crate::secure::Checksum;
+use crate::wasm::cache::{self, CacheOutcome};
+
+/// How often the epoch advances; the granularity of call deadlines and of cooperative yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine-wide settings: they bound every plugin the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Use the pooling instance allocator (fast instantiation, memory reserved up front).
+    /// Default: true.
+    pub pooling: bool,
+    /// With pooling: how many component instances may exist at once across all plugins.
+    /// Default: 1 000.
+    pub total_instances: u32,
+    /// Largest linear memory any instance may have, in bytes; per-plugin limits sit below it.
+    /// Default: 4 GiB.
+    pub max_memory_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            pooling: true,
+            total_instances: 1_000,
+            max_memory_size: 4 << 30,
+        }
+    }
+}
+
+/// A shared, cheaply cloned handle to a configured wasmtime engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: wasmtime::Engine,
+    compatibility: String,
+    compiled: Mutex<HashMap<Checksum, Component>>,
+}
+
+static SHARED: Mutex<Weak<EngineInner>> = Mutex::new(Weak::new());
+
+impl Engine {
+    /// The process-wide engine with default settings, created on first use and dropped (with
+    /// its ticker thread) when the last client using it is gone.
+    pub fn shared() -> Result<Engine> {
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(inner) = shared.upgrade() {
+            return Ok(Engine { inner });
+        }
+        let engine = Engine::new(&EngineConfig::default())?;
+        *shared = Arc::downgrade(&engine.inner);
+        Ok(engine)
+    }
+
+    /// A new engine with its own settings, pool and ticker.
+    pub fn new(config: &EngineConfig) -> Result<Engine> {
+        let engine = wasmtime::Engine::new(&Self::wasmtime_config(config)).map_err(|e| {
+            Error::Config {
+                reason: format!("cannot create the wasm engine: {e}"),
+            }
+        })?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let inner = Arc::new(EngineInner {
+            engine,
+            compatibility: format!("{:016x}", hasher.finish()),
+            compiled: Mutex::new(HashMap::new()),
+        });
+        spawn_ticker(Arc::downgrade(&inner));
+        Ok(Engine { inner })
+    }
+
+    fn wasmtime_config(config: &EngineConfig) -> Config {
+        let mut wasmtime = Config::new();
+        wasmtime
+            .epoch_interruption(true)
+            .max_wasm_stack(1 << 20);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::new();
+            // A wasm32-wasip2 component instantiates a few core modules (the program and the
+            // adapter shims) around one memory.
+            pool.total_component_instances(config.total_instances)
+                .total_core_instances(config.total_instances.saturating_mul(4))
+                .total_memories(config.total_instances.saturating_mul(2))
+                .total_tables(config.total_instances.saturating_mul(4))
+                .total_stacks(config.total_instances)
+                .max_memory_size(config.max_memory_size);
+            wasmtime.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        wasmtime
+    }
+
+    /// The underlying wasmtime engine.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+
+    /// Compiles `bytes` (whose sha256 is `checksum`), from memory, the disk cache or anew.
+    ///
+    /// Runs on the blocking thread pool: compiling is seconds of CPU for large components.
+    pub(crate) async fn compile(
+        &self,
+        plugin: &str,
+        bytes: Arc<[u8]>,
+        checksum: Checksum,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Component, CacheOutcome)> {
+        if let Some(component) = self.memory_hit(&checksum) {
+            tracing::debug!(plugin, %checksum, "component found compiled in memory");
+            return Ok((component, CacheOutcome::MemoryHit));
+        }
+        let engine = self.clone();
+        let owned_plugin = plugin.to_owned();
+        let cache_dir = cache_dir.map(Path::to_owned);
+        let (component, outcome) = tokio::task::spawn_blocking(move || {
+            let entry = cache_dir
+                .as_deref()
+                .map(|dir| cache::Entry::new(dir, &checksum, &engine.inner.compatibility));
+            cache::load_or_compile(&engine.inner.engine, &owned_plugin, &bytes, entry.as_ref())
+        })
+        .await
+        .map_err(|e| Error::Compile {
+            plugin: plugin.to_owned(),
+            reason: format!("the compile task failed: {e}"),
+        })??;
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(checksum, component.clone());
+        Ok((component, outcome))
+    }
+
+    fn memory_hit(&self, checksum: &Checksum) -> Option<Component> {
+        let compiled = self.inner.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        compiled.get(checksum).cloned()
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_ticker(engine: Weak<EngineInner>) {
+    let spawned = std::thread::Builder::new()
+        .name("plinth-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(inner) => inner.engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch ticker, call deadlines will not fire: {e}");
+    }
+}

@@ -1,0 +1,165 @@
+//! A loaded component, and the handle an adapter receives to build its interface from it.
+//!
+//! [`Loaded`] is what a client keeps of its component: the compiled code, the plugin's settings
+//! and the pools serving it. [`Instance`] is what `Plugin::from_wasm` receives: the component
+//! pre-linked against the host's imports, with the interface version that was negotiated.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use wasmtime::component::{Component, InstancePre, Linker};
+
+use crate::error::{Error, Result};
+use crate::wasm::engine::Engine;
+use crate::wasm::interface::InterfaceName;
+use crate::wasm::limits::Limits;
+use crate::wasm::pool::{Bindings, Drain, Pool, describe};
+use crate::wasm::sandbox::Grants;
+use crate::wasm::state::HostState;
+use crate::wasm::stdio::Output;
+
+/// Everything a client knows about its compiled component.
+pub(crate) struct Loaded {
+    name: Arc<str>,
+    engine: Engine,
+    component: Component,
+    exports: Vec<String>,
+    limits: Limits,
+    grants: Grants,
+    stdout: Output,
+    stderr: Output,
+    killed: AtomicBool,
+    pools: Mutex<Vec<Weak<dyn Drain>>>,
+}
+
+/// The per-plugin settings a [`Loaded`] is made from.
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    pub(crate) grants: Grants,
+    pub(crate) stdout: Output,
+    pub(crate) stderr: Output,
+}
+
+impl Loaded {
+    pub(crate) fn new(
+        name: Arc<str>,
+        engine: Engine,
+        component: Component,
+        settings: Settings,
+    ) -> Loaded {
+        let component_type = component.component_type();
+        let exports = component_type
+            .exports(engine.wasmtime())
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        Loaded {
+            name,
+            engine,
+            component,
+            exports,
+            limits: settings.limits,
+            grants: settings.grants,
+            stdout: settings.stdout,
+            stderr: settings.stderr,
+            killed: AtomicBool::new(false),
+            pools: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn exports(&self) -> &[String] {
+        &self.exports
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    pub(crate) fn stdout(&self) -> &Output {
+        &self.stdout
+    }
+
+    pub(crate) fn stderr(&self) -> &Output {
+        &self.stderr
+    }
+
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn register_pool(&self, pool: Weak<dyn Drain>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(pool);
+    }
+
+    /// Stops every pool: idle instances are dropped, new calls fail with [`Error::Killed`].
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        let pools = std::mem::take(&mut *self.pools.lock().unwrap_or_else(|p| p.into_inner()));
+        for pool in pools.iter().filter_map(Weak::upgrade) {
+            pool.drain();
+        }
+    }
+
+    /// Links the component against WASI, `plinth:host` and the adapter's own imports.
+    pub(crate) fn link(
+        self: &Arc<Self>,
+        interface: InterfaceName,
+        add_imports: impl FnOnce(&mut Linker<HostState>) -> Result<()>,
+    ) -> Result<Instance> {
+        let link_error = |e: wasmtime::Error| Error::Link {
+            plugin: self.name().to_owned(),
+            reason: describe(&e),
+        };
+        let mut linker = Linker::new(self.engine.wasmtime());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
+        crate::wasm::logging::add_to_linker(&mut linker).map_err(link_error)?;
+        add_imports(&mut linker)?;
+        let pre = linker.instantiate_pre(&self.component).map_err(link_error)?;
+        Ok(Instance {
+            loaded: self.clone(),
+            pre,
+            interface,
+        })
+    }
+}
+
+/// A component linked and ready to instantiate, handed to `Plugin::from_wasm`.
+pub struct Instance {
+    loaded: Arc<Loaded>,
+    pre: InstancePre<HostState>,
+    interface: InterfaceName,
+}
+
+impl Instance {
+    /// The interface, with the version negotiated for this dispense.
+    pub fn interface(&self) -> &InterfaceName {
+        &self.interface
+    }
+
+    /// The plugin's name.
+    pub fn plugin_name(&self) -> &str {
+        self.loaded.name()
+    }
+
+    /// A pool of instances serving calls through the generated bindings `B`.
+    pub fn pool<B: Bindings>(self) -> Result<Pool<B>> {
+        Pool::new(self.loaded, self.pre)
+    }
+}

@@ -1,0 +1,126 @@
+//! Resource limits for guest instances: linear memory, call deadline, instance count.
+//!
+//! Memory is bounded per instance by a `ResourceLimiter` that turns a growth past the limit into
+//! a trap carrying [`MemoryLimitExceeded`]; time is bounded per call by epoch interruption (see
+//! the engine's ticker), which yields to the async runtime every tick and stops the guest with
+//! [`DeadlineExceeded`] once the deadline has passed.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+
+/// Limits applied to every instance of one plugin.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest linear memory an instance may grow to, in bytes. Default: 256 MiB.
+    pub max_memory: usize,
+    /// How long one call may run before it is stopped; `None` for no deadline.
+    /// Default: 30 seconds.
+    pub call_timeout: Option<Duration>,
+    /// How many instances may serve calls at once; further callers wait. Default: 16.
+    pub max_instances: usize,
+    /// Largest table an instance may grow to, in elements. Default: 1 000 000.
+    pub max_table_elements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_memory: 256 << 20,
+            call_timeout: Some(Duration::from_secs(30)),
+            max_instances: 16,
+            max_table_elements: 1_000_000,
+        }
+    }
+}
+
+/// The error a guest call fails with when it runs past its deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineExceeded;
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the call ran past its deadline")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// The error a guest fails with when it grows its memory past the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryLimitExceeded {
+    /// The size the guest asked for, in bytes.
+    pub requested: usize,
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
+impl fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "memory growth to {} bytes refused: the limit is {} bytes",
+            self.requested, self.limit
+        )
+    }
+}
+
+impl std::error::Error for MemoryLimitExceeded {}
+
+/// The per-store limiter: refuses growth past the limits, trapping the guest.
+#[derive(Debug)]
+pub(crate) struct StoreLimiter {
+    max_memory: usize,
+    max_table_elements: usize,
+}
+
+impl StoreLimiter {
+    pub(crate) fn new(limits: &Limits) -> StoreLimiter {
+        StoreLimiter {
+            max_memory: limits.max_memory,
+            max_table_elements: limits.max_table_elements,
+        }
+    }
+}
+
+impl ResourceLimiter for StoreLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            return Err(MemoryLimitExceeded {
+                requested: desired,
+                limit: self.max_memory,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.max_table_elements)
+    }
+}
+
+/// When the call in progress must stop, if it must.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CallDeadline(Option<Instant>);
+
+impl CallDeadline {
+    pub(crate) fn starting_now(timeout: Option<Duration>) -> CallDeadline {
+        CallDeadline(timeout.map(|t| Instant::now() + t))
+    }
+
+    pub(crate) fn passed(&self) -> bool {
+        self.0.is_some_and(|at| Instant::now() >= at)
+    }
+}

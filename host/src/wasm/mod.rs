@@ -1,0 +1,35 @@
+//! The WebAssembly backend: plugins as sandboxed components running in-process on wasmtime.
+//!
+//! Loading reads the bytes, checks what they are and (when pinned) their sha256, then compiles
+//! them once per engine — from memory, the disk cache or anew ([`engine`], [`cache`]). Dispensing
+//! negotiates the interface version ([`interface`]), links the component against WASI (as
+//! sandboxed as [`Grants`] say), `plinth:host` ([`logging`]) and the adapter's own imports, and
+//! hands the adapter an [`Instance`] from which it builds a [`Pool`] of instances bounded by
+//! [`Limits`]. Guest output is mirrored line by line ([`stdio`]).
+
+pub mod cache;
+pub mod engine;
+pub mod instance;
+pub mod interface;
+pub mod limits;
+pub mod logging;
+pub mod pool;
+pub mod sandbox;
+pub mod state;
+pub mod stdio;
+
+pub use cache::CacheOutcome;
+pub use engine::{Engine, EngineConfig};
+pub use instance::Instance;
+pub use interface::InterfaceName;
+pub use limits::{DeadlineExceeded, Limits, MemoryLimitExceeded};
+pub use pool::{Bindings, Pool};
+pub use sandbox::{Access, DirGrant, Grants};
+pub use state::HostState;
+pub use stdio::{Output, SharedWriter};
+
+/// The wasmtime crate Plinth is built on, for `bindgen!` and `Linker` in adapters.
+pub use wasmtime;
+
+/// A boxed, sendable future, as [`Pool::call`] takes.
+pub use futures::future::BoxFuture;
