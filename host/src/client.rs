@@ -126,7 +126,8 @@ impl ClientConfig {
         self
     }
 
-    /// How many instances may serve calls at once. Default: 16.
+    /// How many instances may serve calls at once. Default: 16. Instances do not share
+    /// memory: use 1 for a guest that keeps state in memory (see [`Limits::max_instances`]).
     pub fn max_instances(mut self, count: usize) -> ClientConfig {
         self.limits.max_instances = count;
         self

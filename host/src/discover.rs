@@ -38,7 +38,9 @@ pub fn discover(pattern: &str, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
             path: dir.to_owned(),
             source,
         })?;
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file() || t.is_symlink());
+        let is_file = entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink());
         let name = entry.file_name();
         if is_file && name.to_str().is_some_and(|n| matcher.matches(n)) {
             found.push(entry.path());

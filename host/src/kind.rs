@@ -81,10 +81,12 @@ impl FileKind {
     }
 
     fn wasm(header: &[u8]) -> FileKind {
-        let Some((version, layer)) = header
-            .get(..4)
-            .map(|h| (u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]])))
-        else {
+        let Some((version, layer)) = header.get(..4).map(|h| {
+            (
+                u16::from_le_bytes([h[0], h[1]]),
+                u16::from_le_bytes([h[2], h[3]]),
+            )
+        }) else {
             return FileKind::UnknownWasm {
                 version: 0,
                 layer: 0,
@@ -105,7 +107,9 @@ impl FileKind {
             [0xcf, 0xfa, 0xed, 0xfe],
             [0xca, 0xfe, 0xba, 0xbe],
         ];
-        bytes.get(..4).is_some_and(|head| MAGICS.iter().any(|m| m == head))
+        bytes
+            .get(..4)
+            .is_some_and(|head| MAGICS.iter().any(|m| m == head))
     }
 
     fn looks_like_text(bytes: &[u8]) -> bool {
@@ -148,22 +152,40 @@ mod tests {
     #[test]
     fn detects_each_kind_from_its_header() {
         assert_eq!(FileKind::detect(b""), FileKind::Empty);
-        assert_eq!(FileKind::detect(b"\0asm\x01\0\0\0rest"), FileKind::CoreModule);
-        assert_eq!(FileKind::detect(b"\0asm\x0d\0\x01\0rest"), FileKind::Component);
+        assert_eq!(
+            FileKind::detect(b"\0asm\x01\0\0\0rest"),
+            FileKind::CoreModule
+        );
+        assert_eq!(
+            FileKind::detect(b"\0asm\x0d\0\x01\0rest"),
+            FileKind::Component
+        );
         assert_eq!(
             FileKind::detect(b"\0asm\x02\0\x07\0"),
-            FileKind::UnknownWasm { version: 2, layer: 7 }
+            FileKind::UnknownWasm {
+                version: 2,
+                layer: 7
+            }
         );
         assert_eq!(
             FileKind::detect(b"\0asm\x01"),
-            FileKind::UnknownWasm { version: 0, layer: 0 }
+            FileKind::UnknownWasm {
+                version: 0,
+                layer: 0
+            }
         );
         assert_eq!(FileKind::detect(b"\x7fELF\x02\x01\x01"), FileKind::Elf);
         assert_eq!(FileKind::detect(b"#!/bin/sh\necho hi\n"), FileKind::Script);
         assert_eq!(FileKind::detect(b"MZ\x90\0"), FileKind::Pe);
-        assert_eq!(FileKind::detect(&[0xcf, 0xfa, 0xed, 0xfe, 7]), FileKind::MachO);
+        assert_eq!(
+            FileKind::detect(&[0xcf, 0xfa, 0xed, 0xfe, 7]),
+            FileKind::MachO
+        );
         assert_eq!(FileKind::detect(b"package plinth:kv;"), FileKind::Text);
-        assert_eq!(FileKind::detect(&[0x00, 0xff, 0x10, 0x80]), FileKind::Unknown);
+        assert_eq!(
+            FileKind::detect(&[0x00, 0xff, 0x10, 0x80]),
+            FileKind::Unknown
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ mod tests {
         let short = "abc".parse::<Checksum>().unwrap_err();
         assert!(short.to_string().contains("it has 3 digits"), "{short}");
         let not_hex = "z".repeat(64).parse::<Checksum>().unwrap_err();
-        assert!(matches!(not_hex, Error::InvalidChecksum { .. }), "{not_hex}");
+        assert!(
+            matches!(not_hex, Error::InvalidChecksum { .. }),
+            "{not_hex}"
+        );
     }
 
     #[test]

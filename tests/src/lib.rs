@@ -1,1 +1,114 @@
-//! placeholder
+//! Support for the end-to-end tests: guests, a `tracing` capture, shared writers.
+//!
+//! The tests themselves live beside this crate (`wasm.rs`) and drive the real example guests
+//! from `guest-examples/` through the public `plinth` API.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+/// The built example guest `name`, building the guests first if needed.
+pub fn guest(name: &str) -> PathBuf {
+    if let Err(e) = plinth_examples::build_guests() {
+        panic!("the example guests are needed for this test: {e}");
+    }
+    plinth_examples::guest(name)
+}
+
+/// One event seen by a [`Capture`].
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// The event's target.
+    pub target: String,
+    /// The event's level.
+    pub level: Level,
+    /// Every field, `message` included, as `(name, value)`.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Captured {
+    /// The value of field `name`, if the event has it.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A `tracing` layer that records every event.
+#[derive(Clone, Default)]
+pub struct Capture(Arc<Mutex<Vec<Captured>>>);
+
+impl Capture {
+    /// A subscriber that records into this capture; install it with `set_default`.
+    pub fn subscriber(&self) -> impl Subscriber + Send + Sync + 'static {
+        tracing_subscriber::registry().with(self.clone())
+    }
+
+    /// The events recorded so far with the given target.
+    pub fn events(&self, target: &str) -> Vec<Captured> {
+        let events = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        events
+            .iter()
+            .filter(|e| e.target == target)
+            .cloned()
+            .collect()
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        struct Fields(Vec<(String, String)>);
+        impl Visit for Fields {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                let mut text = String::new();
+                let _ = write!(text, "{value:?}");
+                self.0.push((field.name().to_owned(), text));
+            }
+            fn record_str(&mut self, field: &Field, value: &str) {
+                self.0.push((field.name().to_owned(), value.to_owned()));
+            }
+        }
+        let mut fields = Fields(Vec::new());
+        event.record(&mut fields);
+        let captured = Captured {
+            target: event.metadata().target().to_owned(),
+            level: *event.metadata().level(),
+            fields: fields.0,
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(captured);
+    }
+}
+
+/// A writer whose bytes the test can read back.
+#[derive(Clone, Default)]
+pub struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -46,8 +46,8 @@ impl Guest for Misbehave {
                 }
             }
             "alloc" => {
-                let big = vec![1u8; 1 << 30];
-                Ok(big[..4].to_vec())
+                let big = std::hint::black_box(vec![1u8; 1 << 30]);
+                Ok(big[big.len() - 4..].to_vec())
             }
             "recurse" => {
                 let mut pad = [0u8; 256];

@@ -93,7 +93,10 @@ fn compile(engine: &wasmtime::Engine, plugin: &str, bytes: &[u8]) -> Result<Comp
 }
 
 /// `Ok(None)` when there is no entry; `Err` with a reason when there is a bad one.
-fn read(engine: &wasmtime::Engine, entry: &Entry) -> std::result::Result<Option<Component>, String> {
+fn read(
+    engine: &wasmtime::Engine,
+    entry: &Entry,
+) -> std::result::Result<Option<Component>, String> {
     let file = match std::fs::read(&entry.path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -73,11 +73,10 @@ impl Engine {
 
     /// A new engine with its own settings, pool and ticker.
     pub fn new(config: &EngineConfig) -> Result<Engine> {
-        let engine = wasmtime::Engine::new(&Self::wasmtime_config(config)).map_err(|e| {
-            Error::Config {
+        let engine =
+            wasmtime::Engine::new(&Self::wasmtime_config(config)).map_err(|e| Error::Config {
                 reason: format!("cannot create the wasm engine: {e}"),
-            }
-        })?;
+            })?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let inner = Arc::new(EngineInner {
@@ -91,9 +90,7 @@ impl Engine {
 
     fn wasmtime_config(config: &EngineConfig) -> Config {
         let mut wasmtime = Config::new();
-        wasmtime
-            .epoch_interruption(true)
-            .max_wasm_stack(1 << 20);
+        wasmtime.epoch_interruption(true).max_wasm_stack(1 << 20);
         if config.pooling {
             let mut pool = PoolingAllocationConfig::new();
             // A wasm32-wasip2 component instantiates a few core modules (the program and the
@@ -151,7 +148,11 @@ impl Engine {
     }
 
     fn memory_hit(&self, checksum: &Checksum) -> Option<Component> {
-        let compiled = self.inner.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        let compiled = self
+            .inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         compiled.get(checksum).cloned()
     }
 }

@@ -131,7 +131,9 @@ impl Loaded {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
         crate::wasm::logging::add_to_linker(&mut linker).map_err(link_error)?;
         add_imports(&mut linker)?;
-        let pre = linker.instantiate_pre(&self.component).map_err(link_error)?;
+        let pre = linker
+            .instantiate_pre(&self.component)
+            .map_err(link_error)?;
         Ok(Instance {
             loaded: self.clone(),
             pre,

@@ -152,15 +152,27 @@ mod tests {
 
     #[test]
     fn rejects_malformed_names() {
-        for bad in ["store", "plinth/store", "plinth:kv/", ":kv/store", "plinth:kv/store@x"] {
+        for bad in [
+            "store",
+            "plinth/store",
+            "plinth:kv/",
+            ":kv/store",
+            "plinth:kv/store@x",
+        ] {
             assert!(bad.parse::<InterfaceName>().is_err(), "{bad} parsed");
         }
     }
 
     #[test]
     fn picks_the_highest_common_version() {
-        let exported = strings(&["plinth:greeter/greeter@0.1.0", "plinth:greeter/greeter@0.2.0"]);
-        let accepted = names(&["plinth:greeter/greeter@0.1.0", "plinth:greeter/greeter@0.2.0"]);
+        let exported = strings(&[
+            "plinth:greeter/greeter@0.1.0",
+            "plinth:greeter/greeter@0.2.0",
+        ]);
+        let accepted = names(&[
+            "plinth:greeter/greeter@0.1.0",
+            "plinth:greeter/greeter@0.2.0",
+        ]);
         let picked = negotiate("g", &exported, &accepted).unwrap();
         assert_eq!(picked.to_string(), "plinth:greeter/greeter@0.2.0");
         let old_host = names(&["plinth:greeter/greeter@0.1.0"]);
@@ -175,8 +187,14 @@ mod tests {
         let err = negotiate("g", &exported, &accepted).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Error::UnsupportedVersion { .. }), "{text}");
-        assert!(text.contains("exports [plinth:greeter/greeter@0.1.0]"), "{text}");
-        assert!(text.contains("accepts [plinth:greeter/greeter@0.2.0]"), "{text}");
+        assert!(
+            text.contains("exports [plinth:greeter/greeter@0.1.0]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("accepts [plinth:greeter/greeter@0.2.0]"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub struct Limits {
     /// Default: 30 seconds.
     pub call_timeout: Option<Duration>,
     /// How many instances may serve calls at once; further callers wait. Default: 16.
+    ///
+    /// Instances do not share memory: a guest that keeps state in memory (such as the
+    /// in-memory kv example) sees each instance's own copy. Set this to 1 for such a guest, so
+    /// that one instance serves every call in turn, as one go-plugin process would.
     pub max_instances: usize,
     /// Largest table an instance may grow to, in elements. Default: 1 000 000.
     pub max_table_elements: usize,

@@ -159,7 +159,11 @@ impl<B: Bindings> Pool<B> {
             Ok(value) => {
                 slot.store.data_mut().deadline = CallDeadline::default();
                 if !inner.loaded.is_killed() {
-                    inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+                    inner
+                        .idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(slot);
                 }
                 Ok(value)
             }
@@ -177,7 +181,11 @@ impl<B: Bindings> Pool<B> {
 
     /// How many instances are idle in the pool now.
     pub fn idle_instances(&self) -> usize {
-        self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     async fn instantiate(&self) -> Result<Slot<B>> {
@@ -248,8 +256,11 @@ impl<B> Slot<B> {
     }
 }
 
-/// A wasmtime error with its causes (the trap, the guest's backtrace) joined into one text.
+/// A wasmtime error as one text: the root cause (the trap itself) first, then its context
+/// (for a trap, the guest's backtrace).
 pub(crate) fn describe(error: &wasmtime::Error) -> String {
-    let causes: Vec<String> = error.chain().map(|cause| cause.to_string()).collect();
-    causes.join(": ")
+    let mut causes: Vec<String> = error.chain().map(|cause| cause.to_string()).collect();
+    let root = causes.pop().unwrap_or_default();
+    causes.insert(0, root);
+    causes.join("\n")
 }

@@ -47,7 +47,12 @@ impl Grants {
     }
 
     /// Makes the host directory `host` visible to the guest at `guest`.
-    pub fn dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>, access: Access) -> Grants {
+    pub fn dir(
+        mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<String>,
+        access: Access,
+    ) -> Grants {
         self.dirs.push(DirGrant {
             host: host.into(),
             guest: guest.into(),

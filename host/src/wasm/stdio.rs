@@ -172,8 +172,12 @@ fn emit(plugin: &str, stream: Stream, output: &Output, line: &[u8]) {
             };
         }
         Output::Writer(SharedWriter(writer)) => {
-            let mut writer = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let _ = writer.write_all(line).and_then(|()| writer.write_all(b"\n"));
+            let mut writer = writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = writer
+                .write_all(line)
+                .and_then(|()| writer.write_all(b"\n"));
         }
         Output::Discard => {}
     }

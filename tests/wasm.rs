@@ -1,0 +1,744 @@
+//! End-to-end tests of the wasm backend against the real example guests.
+//!
+//! Every test loads components built from `guest-examples/` and drives them through the public
+//! `plinth` API only: dispense, calls, callbacks, logging, output capture, the sandbox, limits,
+//! faults, the compile cache and concurrency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use plinth::wasm::{Access, CacheOutcome, Engine, EngineConfig, Grants, Output};
+use plinth::{Checksum, Client, ClientConfig, Error, FileKind, PluginSet};
+use plinth_examples::counter::{AddHelper, CounterPlugin};
+use plinth_examples::greeter::{Greeter, GreeterPlugin, V1, V2};
+use plinth_examples::kv::{Kv, KvPlugin};
+use plinth_interop::{Capture, SharedBuffer, guest};
+
+/// Bounds every await that could hang if a promise broke; never a timing assertion.
+const HANG: Duration = Duration::from_secs(60);
+
+async fn start(name: &str) -> Client {
+    Client::start(ClientConfig::wasm(guest(name)))
+        .await
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+}
+
+async fn kv_of(config: ClientConfig) -> (Client, Arc<dyn Kv>) {
+    let client = Client::start(config).await.expect("start");
+    let kv = client.dispense(&KvPlugin).await.expect("dispense kv");
+    (client, kv)
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).expect("utf-8 answer")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispense and versions
+
+#[tokio::test]
+async fn greeter_dispenses_the_highest_version_both_sides_know() {
+    let client = start("greeter").await;
+    let greeter = client.dispense(&GreeterPlugin::new()).await.unwrap();
+    assert_eq!(greeter.version(), V2);
+    assert_eq!(greeter.greet("Plinth").await.unwrap(), "Hello, Plinth!");
+}
+
+#[tokio::test]
+async fn older_host_gets_the_older_version_from_the_same_component() {
+    let client = start("greeter").await;
+    let greeter = client
+        .dispense(&GreeterPlugin::accepting(&[V1]))
+        .await
+        .unwrap();
+    assert_eq!(greeter.version(), V1);
+    assert_eq!(greeter.greet("ignored").await.unwrap(), "Hello!");
+}
+
+#[tokio::test]
+async fn older_plugin_is_served_with_the_version_it_exports() {
+    let client = start("greeter-v1").await;
+    let greeter = client.dispense(&GreeterPlugin::new()).await.unwrap();
+    assert_eq!(greeter.version(), V1);
+    assert_eq!(
+        greeter.greet("x").await.unwrap(),
+        "Hello from version 0.1.0!"
+    );
+}
+
+#[tokio::test]
+async fn no_common_version_is_an_error_listing_both_sides() {
+    let client = start("greeter-v1").await;
+    let err = client
+        .dispense(&GreeterPlugin::accepting(&[V2]))
+        .await
+        .err()
+        .expect("no common version");
+    let Error::UnsupportedVersion {
+        exported, accepted, ..
+    } = &err
+    else {
+        panic!("expected UnsupportedVersion, got {err}");
+    };
+    assert_eq!(exported, &[V1.to_string()]);
+    assert_eq!(accepted, &[V2.to_string()]);
+}
+
+#[tokio::test]
+async fn wrong_world_names_what_the_component_exports() {
+    let client = start("greeter").await;
+    let err = client
+        .dispense(&KvPlugin)
+        .await
+        .err()
+        .expect("greeter is no kv");
+    let Error::InterfaceNotExported {
+        expected, exported, ..
+    } = &err
+    else {
+        panic!("expected InterfaceNotExported, got {err}");
+    };
+    assert_eq!(expected, "plinth:kv/store");
+    assert!(exported.contains(&V2.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn dispense_named_checks_the_requested_type() {
+    let plugins = PluginSet::new().with(KvPlugin).with(GreeterPlugin::new());
+    let client = Client::start(ClientConfig::wasm(guest("kv")).plugins(plugins))
+        .await
+        .unwrap();
+    let kv: Arc<dyn Kv> = client.dispense_named("kv").await.unwrap();
+    kv.put("k", b"v").await.unwrap();
+    assert_eq!(kv.get("k").await.unwrap(), b"v");
+
+    let err = client
+        .dispense_named::<dyn Greeter>("kv")
+        .await
+        .err()
+        .expect("kv is not a greeter");
+    let Error::TypeMismatch {
+        expected, found, ..
+    } = &err
+    else {
+        panic!("expected TypeMismatch, got {err}");
+    };
+    assert!(expected.contains("Greeter"), "{err}");
+    assert!(found.contains("Kv"), "{err}");
+
+    let err = client
+        .dispense_named::<dyn Kv>("nope")
+        .await
+        .err()
+        .expect("unknown name");
+    let Error::UnknownPlugin { available, .. } = &err else {
+        panic!("expected UnknownPlugin, got {err}");
+    };
+    assert_eq!(available, &["greeter", "kv"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls and callbacks
+
+#[tokio::test]
+async fn kv_round_trips_values_and_reports_guest_errors() {
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("kv"))).await;
+    let big = vec![7u8; 1 << 20];
+    kv.put("big", &big).await.unwrap();
+    kv.put("empty", b"").await.unwrap();
+    assert_eq!(kv.get("big").await.unwrap(), big);
+    assert_eq!(kv.get("empty").await.unwrap(), b"");
+    let err = kv.get("missing").await.unwrap_err();
+    let Error::Plugin { message, .. } = &err else {
+        panic!("expected Plugin error, got {err}");
+    };
+    assert!(message.contains("\"missing\""), "{err}");
+}
+
+struct CountingAdder(AtomicUsize);
+
+#[async_trait]
+impl AddHelper for CountingAdder {
+    async fn sum(&self, a: i64, b: i64) -> plinth::Result<i64> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(a + b)
+    }
+}
+
+#[tokio::test]
+async fn counter_adds_through_the_host_callback() {
+    let client = start("counter").await;
+    let counter = client.dispense(&CounterPlugin).await.unwrap();
+    let adder = Arc::new(CountingAdder(AtomicUsize::new(0)));
+    for value in [5, 10, -3] {
+        counter.put("n", value, adder.clone()).await.unwrap();
+    }
+    assert_eq!(counter.get("n").await.unwrap(), 12);
+    assert_eq!(
+        adder.0.load(Ordering::SeqCst),
+        3,
+        "every put called the host"
+    );
+}
+
+struct FailingAdder;
+
+#[async_trait]
+impl AddHelper for FailingAdder {
+    async fn sum(&self, _a: i64, _b: i64) -> plinth::Result<i64> {
+        Err(Error::Plugin {
+            plugin: "host".into(),
+            message: "the host refuses to add".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn callback_error_reaches_the_caller_and_the_plugin_recovers() {
+    let client = start("counter").await;
+    let counter = client.dispense(&CounterPlugin).await.unwrap();
+    let err = counter
+        .put("n", 1, Arc::new(FailingAdder))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the host refuses to add"), "{err}");
+    let adder = Arc::new(CountingAdder(AtomicUsize::new(0)));
+    counter.put("n", 2, adder).await.unwrap();
+    assert_eq!(counter.get("n").await.unwrap(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging and output
+
+#[tokio::test(flavor = "current_thread")]
+async fn guest_logs_become_tracing_events_with_plugin_and_fields() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
+    assert_eq!(text(kv.get("log").await.unwrap()), "logged");
+    let events = capture.events("plinth::guest");
+    let event = events
+        .iter()
+        .find(|e| e.field("message") == Some("something to see"))
+        .unwrap_or_else(|| panic!("no guest log event in {events:?}"));
+    assert_eq!(event.level, tracing::Level::WARN);
+    assert_eq!(event.field("plugin"), Some("misbehave"));
+    assert_eq!(event.field("fields"), Some("answer=42 who=misbehave"));
+}
+
+#[tokio::test]
+async fn guest_stdout_and_stderr_reach_the_configured_writers_line_by_line() {
+    let stdout = SharedBuffer::default();
+    let stderr = SharedBuffer::default();
+    let (_client, kv) = kv_of(
+        ClientConfig::wasm(guest("misbehave"))
+            .stdout(Output::writer(stdout.clone()))
+            .stderr(Output::writer(stderr.clone())),
+    )
+    .await;
+    assert_eq!(text(kv.get("print").await.unwrap()), "printed");
+    assert_eq!(
+        stdout.text(),
+        "first line to stdout\nsecond line to stdout\n"
+    );
+    assert_eq!(stderr.text(), "a line to stderr\n");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn guest_output_goes_to_tracing_by_default() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
+    kv.get("print").await.unwrap();
+    let lines: Vec<_> = capture
+        .events("plinth::guest::stdout")
+        .iter()
+        .map(|e| e.field("message").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(lines, ["first line to stdout", "second line to stdout"]);
+    let errors = capture.events("plinth::guest::stderr");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field("plugin"), Some("misbehave"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sandbox
+
+#[tokio::test]
+async fn granted_directory_is_used_by_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_client, kv) = kv_of(
+        ClientConfig::wasm(guest("kv-files")).grants(Grants::none().dir(
+            dir.path(),
+            "/data",
+            Access::ReadWrite,
+        )),
+    )
+    .await;
+    kv.put("note.txt", b"kept on disk").await.unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("note.txt")).unwrap(),
+        b"kept on disk"
+    );
+    std::fs::write(dir.path().join("from-host.txt"), b"hi guest").unwrap();
+    assert_eq!(kv.get("from-host.txt").await.unwrap(), b"hi guest");
+}
+
+#[tokio::test]
+async fn without_a_grant_the_guest_has_no_files() {
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("kv-files"))).await;
+    let err = kv.put("note.txt", b"x").await.unwrap_err();
+    assert!(matches!(err, Error::Plugin { .. }), "{err}");
+    let (_client, chaos) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
+    let err = chaos.get("read:/etc/passwd").await.unwrap_err();
+    assert!(matches!(err, Error::Plugin { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn read_only_grant_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("seed.txt"), b"seed").unwrap();
+    let (_client, kv) = kv_of(
+        ClientConfig::wasm(guest("kv-files")).grants(Grants::none().dir(
+            dir.path(),
+            "/data",
+            Access::ReadOnly,
+        )),
+    )
+    .await;
+    assert_eq!(kv.get("seed.txt").await.unwrap(), b"seed");
+    let err = kv.put("new.txt", b"x").await.unwrap_err();
+    assert!(matches!(err, Error::Plugin { .. }), "{err}");
+    assert!(!dir.path().join("new.txt").exists());
+}
+
+#[tokio::test]
+async fn dot_dot_and_symlink_escapes_from_a_grant_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let granted = root.path().join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(root.path().join("secret.txt"), b"secret").unwrap();
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), granted.join("link.txt")).unwrap();
+    let (_client, kv) = kv_of(
+        ClientConfig::wasm(guest("kv-files")).grants(Grants::none().dir(
+            &granted,
+            "/data",
+            Access::ReadWrite,
+        )),
+    )
+    .await;
+    for key in ["../secret.txt", "link.txt"] {
+        let err = kv.get(key).await.unwrap_err();
+        assert!(matches!(err, Error::Plugin { .. }), "{key}: {err}");
+        assert!(!err.to_string().contains("secret\""), "{key} leaked: {err}");
+    }
+    let err = kv.put("../escaped.txt", b"x").await.unwrap_err();
+    assert!(matches!(err, Error::Plugin { .. }), "{err}");
+    assert!(!root.path().join("escaped.txt").exists());
+}
+
+#[tokio::test]
+async fn environment_is_empty_unless_granted() {
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
+    assert!(kv.get("env:PATH").await.is_err(), "host PATH leaked");
+    let (_client, kv) = kv_of(
+        ClientConfig::wasm(guest("misbehave")).grants(Grants::none().env("GREETING", "hello")),
+    )
+    .await;
+    assert_eq!(text(kv.get("env:GREETING").await.unwrap()), "hello");
+    assert!(
+        kv.get("env:PATH").await.is_err(),
+        "only granted keys are visible"
+    );
+}
+
+#[tokio::test]
+async fn guest_cannot_open_sockets() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
+    let err = kv.get(&format!("connect:{addr}")).await.unwrap_err();
+    assert!(matches!(err, Error::Plugin { .. }), "{err}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "the guest reached the host's socket"
+    );
+}
+
+#[tokio::test]
+async fn granting_a_missing_directory_fails_at_start() {
+    let err = Client::start(
+        ClientConfig::wasm(guest("kv-files")).grants(Grants::none().dir(
+            "/nonexistent/plinth",
+            "/data",
+            Access::ReadOnly,
+        )),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Grant { .. }), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+
+async fn start_bytes(bytes: &[u8]) -> Error {
+    Client::start(ClientConfig::wasm_bytes("bad", bytes.to_vec()))
+        .await
+        .err()
+        .expect("bad input must not load")
+}
+
+#[tokio::test]
+async fn files_that_are_not_components_say_what_they_are() {
+    let cases: [(&[u8], FileKind); 3] = [
+        (b"package plinth:kv@0.1.0;", FileKind::Text),
+        (b"\0asm\x01\0\0\0", FileKind::CoreModule),
+        (b"", FileKind::Empty),
+    ];
+    for (bytes, kind) in cases {
+        let err = start_bytes(bytes).await;
+        let Error::NotAComponent { found, .. } = &err else {
+            panic!("expected NotAComponent, got {err}");
+        };
+        assert_eq!(*found, kind, "{err}");
+    }
+    let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let err = start_bytes(&exe).await;
+    assert!(
+        matches!(
+            err,
+            Error::NotAComponent {
+                found: FileKind::Elf,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("an ELF executable"), "{err}");
+}
+
+#[tokio::test]
+async fn truncated_component_is_a_compile_error() {
+    let bytes = std::fs::read(guest("kv")).unwrap();
+    let err = start_bytes(&bytes[..bytes.len() / 2]).await;
+    assert!(matches!(err, Error::Compile { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn missing_file_is_a_read_error() {
+    let err = Client::start(ClientConfig::wasm("/nonexistent/kv.wasm"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Read { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn checksum_is_checked_before_loading() {
+    let path = guest("kv");
+    let good = Checksum::of(&std::fs::read(&path).unwrap());
+    Client::start(ClientConfig::wasm(&path).checksum(good))
+        .await
+        .expect("the right checksum loads");
+    let wrong = Checksum::of(b"something else");
+    let err = Client::start(ClientConfig::wasm(&path).checksum(wrong))
+        .await
+        .unwrap_err();
+    let Error::ChecksumMismatch {
+        expected, actual, ..
+    } = &err
+    else {
+        panic!("expected ChecksumMismatch, got {err}");
+    };
+    assert_eq!(expected, &wrong.to_string());
+    assert_eq!(actual, &good.to_string());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits and faults: each is a typed error, the plugin recovers, other plugins keep answering
+
+async fn assert_recovers(kv: &Arc<dyn Kv>, bystander: &Arc<dyn Kv>) {
+    assert_eq!(
+        text(kv.get("fine").await.unwrap()),
+        "fine",
+        "the next call works"
+    );
+    assert_eq!(
+        bystander.get("k").await.unwrap(),
+        b"v",
+        "another plugin answers"
+    );
+}
+
+async fn bystander() -> (Client, Arc<dyn Kv>) {
+    let (client, kv) = kv_of(ClientConfig::wasm(guest("kv"))).await;
+    kv.put("k", b"v").await.unwrap();
+    (client, kv)
+}
+
+#[tokio::test]
+async fn infinite_loop_is_stopped_at_the_deadline() {
+    let (_b, other) = bystander().await;
+    let (_client, kv) =
+        kv_of(ClientConfig::wasm(guest("misbehave")).call_timeout(Duration::from_millis(200)))
+            .await;
+    let err = tokio::time::timeout(HANG, kv.get("loop"))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { limit, .. } if limit == Duration::from_millis(200)),
+        "{err}"
+    );
+    assert_recovers(&kv, &other).await;
+}
+
+#[tokio::test]
+async fn memory_growth_past_the_limit_is_out_of_memory() {
+    let (_b, other) = bystander().await;
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave")).max_memory(16 << 20)).await;
+    let err = kv.get("alloc").await.unwrap_err();
+    let Error::OutOfMemory {
+        requested, limit, ..
+    } = err
+    else {
+        panic!("expected OutOfMemory, got {err}");
+    };
+    assert_eq!(limit, 16 << 20);
+    assert!(requested > limit);
+    assert_recovers(&kv, &other).await;
+}
+
+#[tokio::test]
+async fn guest_panic_is_a_trap() {
+    let (_b, other) = bystander().await;
+    let stderr = SharedBuffer::default();
+    let (_client, kv) =
+        kv_of(ClientConfig::wasm(guest("misbehave")).stderr(Output::writer(stderr.clone()))).await;
+    let err = kv.get("panic").await.unwrap_err();
+    let Error::Trap { message, .. } = &err else {
+        panic!("expected Trap, got {err}");
+    };
+    assert!(message.contains("unreachable"), "{err}");
+    assert!(
+        stderr.text().contains("the guest was asked to panic"),
+        "{}",
+        stderr.text()
+    );
+    assert_recovers(&kv, &other).await;
+}
+
+#[tokio::test]
+async fn stack_overflow_is_a_trap() {
+    let (_b, other) = bystander().await;
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
+    let err = kv.get("recurse").await.unwrap_err();
+    assert!(matches!(err, Error::Trap { .. }), "{err}");
+    assert_recovers(&kv, &other).await;
+}
+
+#[tokio::test]
+async fn killed_client_refuses_calls_and_dispenses() {
+    let (client, kv) = kv_of(ClientConfig::wasm(guest("kv"))).await;
+    kv.put("k", b"v").await.unwrap();
+    assert!(!client.exited());
+    client.kill().await;
+    assert!(client.exited());
+    assert!(matches!(
+        kv.get("k").await.unwrap_err(),
+        Error::Killed { .. }
+    ));
+    assert!(matches!(
+        client.dispense(&KvPlugin).await.err(),
+        Some(Error::Killed { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compile cache
+
+fn own_engine() -> Engine {
+    Engine::new(&EngineConfig {
+        total_instances: 16,
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+async fn load_cached(dir: &std::path::Path, engine: Engine) -> CacheOutcome {
+    let client = Client::start(
+        ClientConfig::wasm(guest("kv"))
+            .cache_dir(dir)
+            .engine(engine),
+    )
+    .await
+    .unwrap();
+    let kv = client.dispense(&KvPlugin).await.unwrap();
+    kv.put("k", b"v").await.unwrap();
+    client.cache_outcome()
+}
+
+#[tokio::test]
+async fn second_load_hits_the_disk_cache_and_corrupt_entries_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        load_cached(dir.path(), own_engine()).await,
+        CacheOutcome::DiskMiss
+    );
+    assert_eq!(
+        load_cached(dir.path(), own_engine()).await,
+        CacheOutcome::DiskHit
+    );
+
+    let entry = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a cache entry");
+
+    // A flipped byte: the entry's digest no longer matches.
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entry, &bytes).unwrap();
+    assert_eq!(
+        load_cached(dir.path(), own_engine()).await,
+        CacheOutcome::Rebuilt
+    );
+    assert_eq!(
+        load_cached(dir.path(), own_engine()).await,
+        CacheOutcome::DiskHit
+    );
+
+    // A consistent digest over something wasmtime did not write.
+    let garbage = b"not a compiled component".to_vec();
+    let mut forged = Checksum::of(&garbage).as_bytes().to_vec();
+    forged.extend_from_slice(&garbage);
+    std::fs::write(&entry, forged).unwrap();
+    assert_eq!(
+        load_cached(dir.path(), own_engine()).await,
+        CacheOutcome::Rebuilt
+    );
+
+    // A truncated entry.
+    std::fs::write(&entry, b"short").unwrap();
+    assert_eq!(
+        load_cached(dir.path(), own_engine()).await,
+        CacheOutcome::Rebuilt
+    );
+}
+
+#[tokio::test]
+async fn same_engine_compiles_a_component_once() {
+    let engine = own_engine();
+    let first = Client::start(ClientConfig::wasm(guest("greeter")).engine(engine.clone()))
+        .await
+        .unwrap();
+    let second = Client::start(ClientConfig::wasm(guest("greeter")).engine(engine))
+        .await
+        .unwrap();
+    assert_eq!(first.cache_outcome(), CacheOutcome::Compiled);
+    assert_eq!(second.cache_outcome(), CacheOutcome::MemoryHit);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_tasks_calling_one_plugin_are_all_answered() {
+    let client = Client::start(ClientConfig::wasm(guest("greeter")).max_instances(8))
+        .await
+        .unwrap();
+    let greeter = client.dispense(&GreeterPlugin::new()).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..64 {
+        let greeter = greeter.clone();
+        tasks.spawn(async move {
+            for call in 0..20 {
+                let name = format!("{task}-{call}");
+                assert_eq!(greeter.greet(&name).await?, format!("Hello, {name}!"));
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    let mut answered = 0;
+    while let Some(outcome) = tokio::time::timeout(HANG, tasks.join_next())
+        .await
+        .expect("no hang")
+    {
+        outcome.expect("task").expect("calls");
+        answered += 1;
+    }
+    assert_eq!(answered, 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_instance_plugin_keeps_its_state_across_tasks() {
+    // Instances do not share memory; a stateful guest is served by one instance.
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("kv")).max_instances(1)).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..64 {
+        let kv = kv.clone();
+        tasks.spawn(async move { kv.put(&format!("key-{task}"), &[task as u8]).await });
+    }
+    while let Some(outcome) = tasks.join_next().await {
+        outcome.expect("task").expect("put");
+    }
+    for task in 0..64u8 {
+        assert_eq!(kv.get(&format!("key-{task}")).await.unwrap(), [task]);
+    }
+}
+
+/// A helper that only returns once `parties` calls are inside it at the same time.
+struct Rendezvous(tokio::sync::Barrier);
+
+#[async_trait]
+impl AddHelper for Rendezvous {
+    async fn sum(&self, a: i64, b: i64) -> plinth::Result<i64> {
+        self.0.wait().await;
+        Ok(a + b)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_run_in_parallel_on_separate_instances() {
+    let client = start("counter").await;
+    let counter = client.dispense(&CounterPlugin).await.unwrap();
+    // Two puts must both be inside the guest (and its host callback) at once for either to
+    // finish: serialized calls would never meet.
+    let rendezvous = Arc::new(Rendezvous(tokio::sync::Barrier::new(2)));
+    let calls = [0, 1].map(|_| {
+        let counter = counter.clone();
+        let helper: Arc<dyn AddHelper> = rendezvous.clone();
+        tokio::spawn(async move { counter.put("n", 1, helper).await })
+    });
+    for call in calls {
+        tokio::time::timeout(HANG, call)
+            .await
+            .expect("calls ran in parallel")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery
+
+#[test]
+fn discovery_finds_the_example_guests() {
+    let dir = guest("kv").parent().unwrap().to_owned();
+    let found = plinth::discover("*.wasm", &dir).unwrap();
+    let names: Vec<_> = found
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in ["counter.wasm", "greeter.wasm", "kv.wasm", "misbehave.wasm"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+    }
+}
