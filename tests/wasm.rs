@@ -388,8 +388,7 @@ async fn granting_a_missing_directory_fails_at_start() {
 async fn start_bytes(bytes: &[u8]) -> Error {
     Client::start(ClientConfig::wasm_bytes("bad", bytes.to_vec()))
         .await
-        .err()
-        .expect("bad input must not load")
+        .expect_err("bad input must not load")
 }
 
 #[tokio::test]

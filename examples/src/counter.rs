@@ -91,32 +91,26 @@ struct WasmCounter {
 #[async_trait]
 impl Counter for WasmCounter {
     async fn put(&self, key: &str, value: i64, helper: Arc<dyn AddHelper>) -> Result<()> {
-        let key = key.to_owned();
         let answer = self
             .pool
-            .call(move |counter, store| {
-                Box::pin(async move {
-                    store.data_mut().extension::<HelperSlot>().0 = Some(helper);
-                    let answer = counter
-                        .plinth_counter_counter()
-                        .call_put(&mut *store, &key, value)
-                        .await;
-                    store.data_mut().extension::<HelperSlot>().0 = None;
-                    answer
-                })
+            .call(async |counter, store| {
+                store.data_mut().extension::<HelperSlot>().0 = Some(helper);
+                let answer = counter
+                    .plinth_counter_counter()
+                    .call_put(&mut *store, key, value)
+                    .await;
+                store.data_mut().extension::<HelperSlot>().0 = None;
+                answer
             })
             .await?;
         answer.map_err(|e| self.pool.guest_error(e))
     }
 
     async fn get(&self, key: &str) -> Result<i64> {
-        let key = key.to_owned();
         let answer = self
             .pool
-            .call(move |counter, store| {
-                Box::pin(
-                    async move { counter.plinth_counter_counter().call_get(store, &key).await },
-                )
+            .call(async |counter, store| {
+                counter.plinth_counter_counter().call_get(store, key).await
             })
             .await?;
         answer.map_err(|e| self.pool.guest_error(e))

@@ -99,9 +99,7 @@ struct GreeterV1(Pool<v1::Plugin>);
 impl Greeter for GreeterV1 {
     async fn greet(&self, _name: &str) -> Result<String> {
         self.0
-            .call(|g, store| {
-                Box::pin(async move { g.plinth_greeter_greeter().call_greet(store).await })
-            })
+            .call(async |g, store| g.plinth_greeter_greeter().call_greet(store).await)
             .await
     }
 
@@ -115,11 +113,8 @@ struct GreeterV2(Pool<v2::Plugin>);
 #[async_trait]
 impl Greeter for GreeterV2 {
     async fn greet(&self, name: &str) -> Result<String> {
-        let name = name.to_owned();
         self.0
-            .call(move |g, store| {
-                Box::pin(async move { g.plinth_greeter_greeter().call_greet(store, &name).await })
-            })
+            .call(async |g, store| g.plinth_greeter_greeter().call_greet(store, name).await)
             .await
     }
 

@@ -57,24 +57,17 @@ struct WasmKv {
 #[async_trait]
 impl Kv for WasmKv {
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let key = key.to_owned();
         let answer = self
             .pool
-            .call(move |kv, store| {
-                Box::pin(async move { kv.plinth_kv_store().call_get(store, &key).await })
-            })
+            .call(async |kv, store| kv.plinth_kv_store().call_get(store, key).await)
             .await?;
         answer.map_err(|e| self.pool.guest_error(e))
     }
 
     async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
-        let key = key.to_owned();
-        let value = value.to_vec();
         let answer = self
             .pool
-            .call(move |kv, store| {
-                Box::pin(async move { kv.plinth_kv_store().call_put(store, &key, &value).await })
-            })
+            .call(async |kv, store| kv.plinth_kv_store().call_put(store, key, value).await)
             .await?;
         answer.map_err(|e| self.pool.guest_error(e))
     }

@@ -208,14 +208,14 @@ impl Client {
             });
         }
         let checksum = Checksum::of(&bytes);
-        if let Some(pinned) = &config.checksum {
-            if *pinned != checksum {
-                return Err(Error::ChecksumMismatch {
-                    plugin: name,
-                    expected: pinned.to_string(),
-                    actual: checksum.to_string(),
-                });
-            }
+        if let Some(pinned) = &config.checksum
+            && *pinned != checksum
+        {
+            return Err(Error::ChecksumMismatch {
+                plugin: name,
+                expected: pinned.to_string(),
+                actual: checksum.to_string(),
+            });
         }
         config.grants.validate()?;
         let engine = match config.engine {

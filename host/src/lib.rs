@@ -9,12 +9,13 @@
 //! The host author writes one small adapter per interface (a [`Plugin`]); Plinth does the rest:
 //! loading, checksums, version negotiation, sandboxing, limits, logging and output capture.
 //!
-//! ```ignore
+//! ```no_run
 //! use plinth::{Client, ClientConfig};
+//! use plinth_examples::kv::KvPlugin;
 //!
 //! # async fn run() -> plinth::Result<()> {
 //! let client = Client::start(ClientConfig::wasm("plugins/kv.wasm")).await?;
-//! let kv = client.dispense(&KvPlugin).await?;   // Arc<dyn Kv>
+//! let kv = client.dispense(&KvPlugin).await?; // Arc<dyn Kv>
 //! kv.put("hello", b"world").await?;
 //! assert_eq!(kv.get("hello").await?, b"world");
 //! client.kill().await;
@@ -23,7 +24,9 @@
 //! ```
 //!
 //! The example adapters (`KvPlugin`, `GreeterPlugin`, `CounterPlugin`) live in the
-//! `plinth-examples` crate of this repository; the WIT they bind lives in `wit/`.
+//! `plinth-examples` crate of this repository; the WIT they bind lives in `wit/`. An adapter is
+//! a trait, a [`Plugin`] impl naming the WIT interface versions it binds, and a struct that
+//! forwards each method to a [`wasm::Pool`] of instances.
 
 #![warn(missing_docs)]
 

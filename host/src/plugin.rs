@@ -27,6 +27,9 @@ use crate::wasm::{HostState, Instance};
 ///     }
 /// }
 /// ```
+// `from_wasm` (and, with the subprocess backend, `from_grpc`) build from a plugin, and take
+// `&self` because the adapter carries its own settings: the names follow go-plugin's adapters.
+#[allow(clippy::wrong_self_convention)]
 pub trait Plugin: Send + Sync + 'static {
     /// The interface the host calls, usually a trait object (`dyn Kv`).
     type Interface: ?Sized + Send + Sync + 'static;
@@ -52,6 +55,7 @@ pub trait Plugin: Send + Sync + 'static {
 
 /// A [`Plugin`] with its interface type erased, so adapters of different interfaces can share
 /// one [`PluginSet`].
+#[allow(clippy::wrong_self_convention)]
 pub(crate) trait ErasedPlugin: Send + Sync {
     fn name(&self) -> &str;
     fn wasm_exports(&self) -> &[&str];

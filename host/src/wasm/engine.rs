@@ -16,6 +16,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 use crate::error::{Error, Result};
 use crate::secure::Checksum;
 use crate::wasm::cache::{self, CacheOutcome};
+use crate::wasm::limits::CoarseClock;
 
 /// How often the epoch advances; the granularity of call deadlines and of cooperative yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -52,6 +53,7 @@ pub struct Engine {
 
 struct EngineInner {
     engine: wasmtime::Engine,
+    clock: CoarseClock,
     compatibility: String,
     compiled: Mutex<HashMap<Checksum, Component>>,
 }
@@ -81,6 +83,7 @@ impl Engine {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let inner = Arc::new(EngineInner {
             engine,
+            clock: CoarseClock::new(),
             compatibility: format!("{:016x}", hasher.finish()),
             compiled: Mutex::new(HashMap::new()),
         });
@@ -104,6 +107,11 @@ impl Engine {
             wasmtime.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         wasmtime
+    }
+
+    /// The clock call deadlines are measured on.
+    pub(crate) fn clock(&self) -> &CoarseClock {
+        &self.inner.clock
     }
 
     /// The underlying wasmtime engine.
@@ -157,7 +165,7 @@ impl Engine {
     }
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+/// Advances the engine's clock and epoch every [`EPOCH_TICK`] until the engine is dropped.
 fn spawn_ticker(engine: Weak<EngineInner>) {
     let spawned = std::thread::Builder::new()
         .name("plinth-epoch".into())
@@ -165,7 +173,10 @@ fn spawn_ticker(engine: Weak<EngineInner>) {
             loop {
                 std::thread::sleep(EPOCH_TICK);
                 match engine.upgrade() {
-                    Some(inner) => inner.engine.increment_epoch(),
+                    Some(inner) => {
+                        inner.clock.tick();
+                        inner.engine.increment_epoch();
+                    }
                     None => return,
                 }
             }

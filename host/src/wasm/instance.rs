@@ -1,6 +1,6 @@
 //! A loaded component, and the handle an adapter receives to build its interface from it.
 //!
-//! [`Loaded`] is what a client keeps of its component: the compiled code, the plugin's settings
+//! `Loaded` is what a client keeps of its component: the compiled code, the plugin's settings
 //! and the pools serving it. [`Instance`] is what `Plugin::from_wasm` receives: the component
 //! pre-linked against the host's imports, with the interface version that was negotiated.
 

@@ -6,6 +6,8 @@
 //! [`DeadlineExceeded`] once the deadline has passed.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
@@ -115,16 +117,57 @@ impl ResourceLimiter for StoreLimiter {
     }
 }
 
-/// When the call in progress must stop, if it must.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct CallDeadline(Option<Instant>);
+/// Milliseconds since the engine started, advanced by the engine's ticker every tick.
+///
+/// Reading it is one atomic load, so starting a call's deadline costs no clock read; it lags
+/// real time by at most one tick.
+#[derive(Debug, Clone)]
+pub(crate) struct CoarseClock {
+    started: Instant,
+    now_ms: Arc<AtomicU64>,
+}
+
+impl CoarseClock {
+    pub(crate) fn new() -> CoarseClock {
+        CoarseClock {
+            started: Instant::now(),
+            now_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::Relaxed)
+    }
+
+    /// Brings the clock up to date; called by the ticker.
+    pub(crate) fn tick(&self) {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.now_ms.store(elapsed, Ordering::Relaxed);
+    }
+}
+
+/// When the call in progress must stop, on a [`CoarseClock`].
+#[derive(Debug, Clone)]
+pub(crate) struct CallDeadline {
+    clock: CoarseClock,
+    at_ms: Option<u64>,
+}
 
 impl CallDeadline {
-    pub(crate) fn starting_now(timeout: Option<Duration>) -> CallDeadline {
-        CallDeadline(timeout.map(|t| Instant::now() + t))
+    pub(crate) fn new(clock: CoarseClock) -> CallDeadline {
+        CallDeadline { clock, at_ms: None }
+    }
+
+    /// Starts the deadline for a call that may run for `timeout`. The clock lags by up to a
+    /// tick, so one tick is added: the call is never stopped early, and at most two ticks late.
+    pub(crate) fn start(&mut self, timeout: Option<Duration>, tick: Duration) {
+        self.at_ms = timeout.map(|timeout| {
+            let budget = u64::try_from((timeout + tick).as_millis()).unwrap_or(u64::MAX);
+            self.clock.now_ms().saturating_add(budget)
+        });
     }
 
     pub(crate) fn passed(&self) -> bool {
-        self.0.is_some_and(|at| Instant::now() >= at)
+        self.at_ms.is_some_and(|at| self.clock.now_ms() >= at)
     }
 }

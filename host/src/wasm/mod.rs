@@ -31,5 +31,5 @@ pub use stdio::{Output, SharedWriter};
 /// The wasmtime crate Plinth is built on, for `bindgen!` and `Linker` in adapters.
 pub use wasmtime;
 
-/// A boxed, sendable future, as [`Pool::call`] takes.
+/// A boxed, sendable future, as [`Bindings::instantiate`] returns.
 pub use futures::future::BoxFuture;

@@ -7,14 +7,16 @@
 //! discards its instance; the next call gets a fresh one. A call whose caller goes away mid-call
 //! discards its instance too, since it never returns to the pool.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::error::{Error, Result};
+use crate::wasm::engine::EPOCH_TICK;
 use crate::wasm::instance::Loaded;
 use crate::wasm::limits::{CallDeadline, DeadlineExceeded, MemoryLimitExceeded, StoreLimiter};
 use crate::wasm::state::HostState;
@@ -82,7 +84,10 @@ struct PoolInner<B: Bindings> {
     loaded: Arc<Loaded>,
     pre: B::Pre,
     idle: Mutex<Vec<Slot<B>>>,
-    permits: Semaphore,
+    /// Instances that exist or are being created: idle, serving a call, or instantiating.
+    live: AtomicUsize,
+    /// Signalled whenever an instance becomes idle or goes away, and on kill.
+    changed: Notify,
 }
 
 struct Slot<B> {
@@ -90,16 +95,95 @@ struct Slot<B> {
     bindings: B,
 }
 
+/// A claim on one of the pool's `max_instances` places; dropping it frees the place.
+struct Reservation<'p, B: Bindings> {
+    pool: &'p PoolInner<B>,
+}
+
+impl<B: Bindings> Drop for Reservation<'_, B> {
+    fn drop(&mut self) {
+        self.pool.live.fetch_sub(1, Ordering::AcqRel);
+        self.pool.changed.notify_one();
+    }
+}
+
+/// An instance taken from the pool for one call.
+///
+/// Dropping it without [`Lease::give_back`] (an error, or a caller that went away mid-call)
+/// drops the instance and frees its place.
+struct Lease<'p, B: Bindings> {
+    reservation: Reservation<'p, B>,
+    slot: Slot<B>,
+}
+
+impl<B: Bindings> Lease<'_, B> {
+    /// Returns the instance to the idle list, unless the plugin was killed meanwhile.
+    fn give_back(self) {
+        let Lease { reservation, slot } = self;
+        let pool = reservation.pool;
+        if pool.loaded.is_killed() {
+            return;
+        }
+        pool.lock_idle().push(slot);
+        // The place stays taken: the idle instance holds it.
+        std::mem::forget(reservation);
+        pool.changed.notify_one();
+    }
+}
+
+impl<B: Bindings> PoolInner<B> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Slot<B>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn max_instances(&self) -> usize {
+        self.loaded.limits().max_instances.max(1)
+    }
+
+    /// Claims a place for a new instance, if fewer than `max_instances` exist.
+    fn reserve(&self) -> Option<Reservation<'_, B>> {
+        let max = self.max_instances();
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < max).then_some(live + 1)
+            })
+            .ok()
+            .map(|_| Reservation { pool: self })
+    }
+
+    /// An idle instance, with the place it already holds.
+    fn pop_idle(&self) -> Option<Lease<'_, B>> {
+        let slot = self.lock_idle().pop()?;
+        Some(Lease {
+            reservation: Reservation { pool: self },
+            slot,
+        })
+    }
+
+    /// Removes idle instances until at most `keep` remain.
+    fn drop_idle(&self, keep: usize) {
+        let dropped: Vec<Slot<B>> = {
+            let mut idle = self.lock_idle();
+            let keep = keep.min(idle.len());
+            idle.drain(keep..).collect()
+        };
+        if !dropped.is_empty() {
+            self.live.fetch_sub(dropped.len(), Ordering::AcqRel);
+            self.changed.notify_waiters();
+        }
+    }
+}
+
 /// What a client's `kill` needs of a pool, whatever its bindings.
 pub(crate) trait Drain: Send + Sync {
-    /// Drops every idle instance and stops admitting calls.
+    /// Drops every idle instance and wakes every waiting caller (who then sees the kill).
     fn drain(&self);
 }
 
 impl<B: Bindings> Drain for PoolInner<B> {
     fn drain(&self) {
-        self.permits.close();
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.drop_idle(0);
+        self.changed.notify_waiters();
     }
 }
 
@@ -110,8 +194,9 @@ impl<B: Bindings> Pool<B> {
             reason: describe(&e),
         })?;
         let inner = Arc::new(PoolInner {
-            permits: Semaphore::new(loaded.limits().max_instances.max(1)),
             idle: Mutex::new(Vec::new()),
+            live: AtomicUsize::new(0),
+            changed: Notify::new(),
             pre,
             loaded,
         });
@@ -127,47 +212,57 @@ impl<B: Bindings> Pool<B> {
 
     /// Runs `call` on an idle or new instance, under the plugin's deadline and memory limit.
     ///
-    /// The closure receives the instance's bindings and store and returns the boxed future of
-    /// a generated `call_*` method. A guest failure becomes [`Error::Trap`], [`Error::Timeout`]
+    /// The async closure receives the instance's bindings and store and awaits a generated
+    /// `call_*` method; it may borrow the caller's arguments. A guest failure becomes [`Error::Trap`], [`Error::Timeout`]
     /// or [`Error::OutOfMemory`] (or the host's own [`Error`], when a host import failed), and
-    /// the instance is discarded.
+    /// the instance is discarded. When all `max_instances` instances are busy, the call waits
+    /// for one.
     ///
     /// ```ignore
     /// let value = pool
-    ///     .call(move |kv, store| Box::pin(async move {
-    ///         kv.plinth_kv_store().call_get(store, &key).await
-    ///     }))
+    ///     .call(async |kv, store| kv.plinth_kv_store().call_get(store, key).await)
     ///     .await?;
     /// ```
     pub async fn call<R, F>(&self, call: F) -> Result<R>
     where
-        F: for<'a> FnOnce(&'a B, &'a mut Store<HostState>) -> BoxFuture<'a, wasmtime::Result<R>>,
+        F: AsyncFnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
     {
-        let inner = &*self.inner;
-        let _permit = inner.permits.acquire().await.map_err(|_| self.killed())?;
-        if inner.loaded.is_killed() {
-            return Err(self.killed());
-        }
-        let idle = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut slot = match idle {
-            Some(slot) => slot,
-            None => self.instantiate().await?,
-        };
-        slot.start_deadline(inner.loaded.limits().call_timeout);
-        let outcome = call(&slot.bindings, &mut slot.store).await;
-        match outcome {
+        let mut lease = self.lease().await?;
+        let slot = &mut lease.slot;
+        start_deadline(&mut slot.store, self.inner.loaded.limits().call_timeout);
+        match call(&slot.bindings, &mut slot.store).await {
             Ok(value) => {
-                slot.store.data_mut().deadline = CallDeadline::default();
-                if !inner.loaded.is_killed() {
-                    inner
-                        .idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(slot);
-                }
+                lease.give_back();
                 Ok(value)
             }
             Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// An idle instance, a new one, or — when `max_instances` exist — the next one freed.
+    async fn lease(&self) -> Result<Lease<'_, B>> {
+        let inner = &*self.inner;
+        loop {
+            if inner.loaded.is_killed() {
+                return Err(self.killed());
+            }
+            if let Some(lease) = inner.pop_idle() {
+                return Ok(lease);
+            }
+            if let Some(reservation) = inner.reserve() {
+                let slot = self.instantiate().await?;
+                return Ok(Lease { reservation, slot });
+            }
+            // All places are taken: wait for one to change hands. Registered before looking
+            // again, so a place freed in between is not missed.
+            let changed = inner.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            let free = !inner.lock_idle().is_empty()
+                || inner.live.load(Ordering::Acquire) < inner.max_instances();
+            if !free && !inner.loaded.is_killed() {
+                changed.await;
+            }
         }
     }
 
@@ -179,13 +274,32 @@ impl<B: Bindings> Pool<B> {
         }
     }
 
+    /// Creates instances until `count` are idle, as far as `max_instances` allows with the
+    /// calls in flight, so that the next calls do not pay for instantiation. Returns how many
+    /// are idle.
+    pub async fn warm(&self, count: usize) -> Result<usize> {
+        let inner = &*self.inner;
+        while self.idle_instances() < count {
+            if inner.loaded.is_killed() {
+                return Err(self.killed());
+            }
+            let Some(reservation) = inner.reserve() else {
+                break;
+            };
+            let slot = self.instantiate().await?;
+            Lease { reservation, slot }.give_back();
+        }
+        Ok(self.idle_instances())
+    }
+
+    /// Drops idle instances until at most `keep` remain, returning their memory.
+    pub fn shrink(&self, keep: usize) {
+        self.inner.drop_idle(keep);
+    }
+
     /// How many instances are idle in the pool now.
     pub fn idle_instances(&self) -> usize {
-        self.inner
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.inner.lock_idle().len()
     }
 
     async fn instantiate(&self) -> Result<Slot<B>> {
@@ -195,7 +309,8 @@ impl<B: Bindings> Pool<B> {
             GuestOutput::new(name.clone(), Stream::Stdout, loaded.stdout().clone()),
             GuestOutput::new(name.clone(), Stream::Stderr, loaded.stderr().clone()),
         )?;
-        let state = HostState::new(name, wasi, StoreLimiter::new(loaded.limits()));
+        let deadline = CallDeadline::new(loaded.engine().clock().clone());
+        let state = HostState::new(name, wasi, StoreLimiter::new(loaded.limits()), deadline);
         let mut store = Store::new(loaded.engine().wasmtime(), state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|store| {
@@ -205,8 +320,7 @@ impl<B: Bindings> Pool<B> {
             Ok(UpdateDeadline::Yield(1))
         });
         // Instantiation runs guest code (initializers), so it is bounded like a call.
-        store.data_mut().deadline = CallDeadline::starting_now(loaded.limits().call_timeout);
-        store.set_epoch_deadline(1);
+        start_deadline(&mut store, loaded.limits().call_timeout);
         let bindings = B::instantiate(&self.inner.pre, &mut store)
             .await
             .map_err(|e| match self.classify(e) {
@@ -249,11 +363,10 @@ impl<B: Bindings> Pool<B> {
     }
 }
 
-impl<B> Slot<B> {
-    fn start_deadline(&mut self, timeout: Option<std::time::Duration>) {
-        self.store.data_mut().deadline = CallDeadline::starting_now(timeout);
-        self.store.set_epoch_deadline(1);
-    }
+/// Bounds the guest code about to run in `store` by `timeout`.
+fn start_deadline(store: &mut Store<HostState>, timeout: Option<std::time::Duration>) {
+    store.data_mut().deadline.start(timeout, EPOCH_TICK);
+    store.set_epoch_deadline(1);
 }
 
 /// A wasmtime error as one text: the root cause (the trap itself) first, then its context

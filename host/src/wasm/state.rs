@@ -24,13 +24,18 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: Arc<str>, wasi: WasiCtx, limiter: StoreLimiter) -> HostState {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        wasi: WasiCtx,
+        limiter: StoreLimiter,
+        deadline: CallDeadline,
+    ) -> HostState {
         HostState {
             plugin,
             wasi,
             table: ResourceTable::new(),
             limiter,
-            deadline: CallDeadline::default(),
+            deadline,
             extensions: HashMap::new(),
         }
     }
