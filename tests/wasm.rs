@@ -228,6 +228,21 @@ async fn guest_logs_become_tracing_events_with_plugin_and_fields() {
     assert_eq!(event.field("fields"), Some("answer=42 who=misbehave"));
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_log_records_are_bounded() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
+    assert_eq!(text(kv.get("log-huge").await.unwrap()), "logged");
+    let events = capture.events("plinth::guest");
+    let event = events.last().expect("the record was logged");
+    let message = event.field("message").unwrap_or_default();
+    assert_eq!(message.len(), plinth::wasm::logging::MAX_TEXT);
+    let fields = event.field("fields").unwrap_or_default();
+    assert_eq!(fields.split(' ').count(), plinth::wasm::logging::MAX_FIELDS);
+    assert_eq!(text(kv.get("fine").await.unwrap()), "fine");
+}
+
 #[tokio::test]
 async fn guest_stdout_and_stderr_reach_the_configured_writers_line_by_line() {
     let stdout = SharedBuffer::default();
@@ -261,6 +276,77 @@ async fn guest_output_goes_to_tracing_by_default() {
     let errors = capture.events("plinth::guest::stderr");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].field("plugin"), Some("misbehave"));
+}
+
+/// Set in the environment of the child process `inherited_stdio_reaches_the_host_process`
+/// starts: the test binary itself, running only `stdio_child`.
+const STDIO_CHILD: &str = "PLINTH_TEST_STDIO_CHILD";
+
+/// The host side of `inherited_stdio_reaches_the_host_process`, run in a child process so that
+/// its real stdin and stdout can be driven and read. Does nothing in a normal test run.
+#[tokio::test]
+async fn stdio_child() {
+    if std::env::var_os(STDIO_CHILD).is_none() {
+        return;
+    }
+    let (_client, kv) = kv_of(
+        ClientConfig::wasm(guest("misbehave"))
+            .grants(Grants::none().inherit_stdin())
+            .stdout(Output::Inherit)
+            .stderr(Output::Inherit),
+    )
+    .await;
+    let line = text(kv.get("stdin").await.unwrap());
+    println!("host read from the guest: {line}");
+    kv.get("print").await.unwrap();
+}
+
+#[test]
+fn inherited_stdio_reaches_the_host_process() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    guest("misbehave");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "stdio_child", "--nocapture", "--test-threads=1"])
+        .env(STDIO_CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"typed by a person\n").unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("host read from the guest: typed by a person"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[misbehave] first line to stdout\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[misbehave] second line to stdout\n"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("[misbehave] a line to stderr\n"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn stdin_is_closed_unless_granted() {
+    let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
+    assert_eq!(
+        text(kv.get("stdin").await.unwrap()),
+        "",
+        "stdin reads as empty"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -689,6 +775,45 @@ async fn single_instance_plugin_keeps_its_state_across_tasks() {
     for task in 0..64u8 {
         assert_eq!(kv.get(&format!("key-{task}")).await.unwrap(), [task]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_calls_from_sixty_four_tasks_are_all_answered() {
+    let client = start("greeter").await;
+    let greeter = client.dispense(&GreeterPlugin::new()).await.unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..64 {
+        let greeter = greeter.clone();
+        let answered = answered.clone();
+        let calls = 10_000 / 64 + usize::from(task < 10_000 % 64);
+        tasks.spawn(async move {
+            for call in 0..calls {
+                let name = format!("{task}/{call}");
+                assert_eq!(greeter.greet(&name).await?, format!("Hello, {name}!"));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    while let Some(outcome) = tokio::time::timeout(HANG, tasks.join_next())
+        .await
+        .expect("no hang")
+    {
+        outcome.expect("task").expect("calls");
+    }
+    assert_eq!(answered.load(Ordering::Relaxed), 10_000);
+}
+
+#[test]
+fn clients_and_interfaces_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync + ?Sized>() {}
+    shared::<Client>();
+    shared::<ClientConfig>();
+    shared::<dyn Kv>();
+    shared::<Arc<dyn Kv>>();
+    shared::<Error>();
+    shared::<plinth::wasm::Engine>();
 }
 
 /// A helper that only returns once `parties` calls are inside it at the same time.

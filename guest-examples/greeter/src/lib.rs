@@ -33,7 +33,10 @@ impl exports::plinth::greeter0_2_0::greeter::Guest for Greeter {
         logging::log(
             Level::Info,
             "greeting",
-            &[Field { key: "name".into(), value: name.clone() }],
+            &[Field {
+                key: "name".into(),
+                value: name.clone(),
+            }],
         );
         format!("Hello, {name}!")
     }

@@ -19,7 +19,10 @@ const ROOT: &str = "/data";
 /// sandbox, not this guest, decides what an escaping key such as `../x` may reach.
 fn path_of(key: &str) -> Result<PathBuf, String> {
     let relative = Path::new(key);
-    if relative.components().any(|c| matches!(c, Component::RootDir | Component::Prefix(_))) {
+    if relative
+        .components()
+        .any(|c| matches!(c, Component::RootDir | Component::Prefix(_)))
+    {
         return Err(format!("key {key:?} must be a relative path"));
     }
     Ok(Path::new(ROOT).join(relative))

@@ -23,7 +23,8 @@ struct Kv;
 
 impl Guest for Kv {
     fn get(key: String) -> Result<Vec<u8>, String> {
-        STORE.with_borrow(|store| store.get(&key).cloned())
+        STORE
+            .with_borrow(|store| store.get(&key).cloned())
             .ok_or_else(|| format!("no value stored under key {key:?}"))
     }
 
@@ -32,8 +33,14 @@ impl Guest for Kv {
             Level::Debug,
             "put",
             &[
-                Field { key: "key".into(), value: key.clone() },
-                Field { key: "len".into(), value: value.len().to_string() },
+                Field {
+                    key: "key".into(),
+                    value: key.clone(),
+                },
+                Field {
+                    key: "len".into(),
+                    value: value.len().to_string(),
+                },
             ],
         );
         STORE.with_borrow_mut(|store| store.insert(key, value));

@@ -7,6 +7,8 @@
 //! - `panic`: panics (a trap);
 //! - `print`: writes two lines to stdout and one to stderr, then answers `printed`;
 //! - `log`: logs a warning with fields, then answers `logged`;
+//! - `stdin`: answers the first line read from stdin;
+//! - `log-huge`: logs a 4 MiB message with 100 000 fields, then answers `logged`;
 //! - `env:NAME`: answers the value of environment variable `NAME`;
 //! - `read:PATH`: answers the contents of the file at `PATH`;
 //! - `connect:ADDR`: tries to open a TCP connection to `ADDR`;
@@ -67,11 +69,34 @@ impl Guest for Misbehave {
                     Level::Warn,
                     "something to see",
                     &[
-                        Field { key: "answer".into(), value: "42".into() },
-                        Field { key: "who".into(), value: "misbehave".into() },
+                        Field {
+                            key: "answer".into(),
+                            value: "42".into(),
+                        },
+                        Field {
+                            key: "who".into(),
+                            value: "misbehave".into(),
+                        },
                     ],
                 );
                 Ok(b"logged".to_vec())
+            }
+            "log-huge" => {
+                let fields: Vec<Field> = (0..100_000)
+                    .map(|i| Field {
+                        key: format!("k{i}"),
+                        value: "v".repeat(16),
+                    })
+                    .collect();
+                logging::log(Level::Error, &"x".repeat(4 << 20), &fields);
+                Ok(b"logged".to_vec())
+            }
+            "stdin" => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| format!("stdin: {e}"))?;
+                Ok(line.trim_end().as_bytes().to_vec())
             }
             other => {
                 if let Some(name) = other.strip_prefix("env:") {
