@@ -866,3 +866,76 @@ fn discovery_finds_the_example_guests() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Calls by name, without an adapter
+
+#[tokio::test]
+async fn dynamic_calls_list_and_call_exports_by_name() {
+    use wasmtime::component::Val;
+    let client = start("kv").await;
+    let kv = client.dispense_dynamic().await.unwrap();
+    let get = kv.function("get").unwrap();
+    assert_eq!(get.full_name(), "plinth:kv/store@0.1.0#get");
+    assert_eq!(
+        get.signature(),
+        "get: func(key: string) -> result<list<u8>, string>"
+    );
+
+    let value = Val::List(vec![Val::U8(1), Val::U8(2)]);
+    let put = kv
+        .call(
+            "plinth:kv/store@0.1.0#put",
+            &[Val::String("k".into()), value.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(put, [Val::Result(Ok(None))]);
+    let got = kv.call("get", &[Val::String("k".into())]).await.unwrap();
+    assert_eq!(got, [Val::Result(Ok(Some(Box::new(value))))]);
+    assert_eq!(got[0].to_wave().unwrap(), "ok([1, 2])");
+}
+
+#[tokio::test]
+async fn dynamic_call_errors_name_what_was_expected() {
+    use wasmtime::component::Val;
+    let client = start("kv").await;
+    let kv = client.dispense_dynamic().await.unwrap();
+    let err = kv.call("nope", &[]).await.unwrap_err();
+    let Error::UnknownFunction { available, .. } = &err else {
+        panic!("expected UnknownFunction, got {err}");
+    };
+    assert!(
+        available.contains(&"plinth:kv/store@0.1.0#put".to_string()),
+        "{err}"
+    );
+    let err = kv.call("get", &[]).await.unwrap_err();
+    assert!(matches!(err, Error::Argument { .. }), "{err}");
+    assert!(err.to_string().contains("get: func(key: string)"), "{err}");
+    let err = kv.call("get", &[Val::U32(7)]).await.unwrap_err();
+    assert!(matches!(err, Error::Argument { .. }), "{err}");
+    assert!(
+        err.to_string().contains("parameter key is a string"),
+        "{err}"
+    );
+    // The plugin still answers after refused calls.
+    kv.call("get", &[Val::String("k".into())]).await.unwrap();
+}
+
+#[tokio::test]
+async fn dynamic_calls_trap_on_imports_the_host_does_not_provide() {
+    use wasmtime::component::Val;
+    let client = start("counter").await;
+    let counter = client.dispense_dynamic().await.unwrap();
+    // `put` calls the host's add-helper, which a host without the adapter does not provide.
+    let err = counter
+        .call("put", &[Val::String("n".into()), Val::S64(1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Trap { .. }), "{err}");
+    let got = counter
+        .call("get", &[Val::String("n".into())])
+        .await
+        .unwrap();
+    assert_eq!(got, [Val::Result(Ok(Some(Box::new(Val::S64(0)))))]);
+}

@@ -280,6 +280,17 @@ impl Client {
             .map_err(|_| mismatch())
     }
 
+    /// Every exported function of the component, callable by name with dynamic values, for
+    /// hosts (and tools) without an adapter. Imports the host does not provide trap if called.
+    pub async fn dispense_dynamic(&self) -> Result<crate::wasm::Dynamic> {
+        if self.loaded.is_killed() {
+            return Err(Error::Killed {
+                plugin: self.name().to_owned(),
+            });
+        }
+        self.loaded.link_dynamic()
+    }
+
     fn link<P: ErasedPlugin + ?Sized>(&self, plugin: &P) -> Result<crate::wasm::Instance> {
         if self.loaded.is_killed() {
             return Err(Error::Killed {

@@ -172,6 +172,42 @@ pub enum Error {
         found: &'static str,
     },
 
+    /// A dynamic call named a function the component does not export.
+    #[error("plugin {plugin} exports no function {name:?}; it exports [{}]", available.join(", "))]
+    UnknownFunction {
+        /// The plugin's name.
+        plugin: String,
+        /// The name that was asked for.
+        name: String,
+        /// The full names of every exported function.
+        available: Vec<String>,
+    },
+
+    /// A dynamic call named a function by a bare name that several interfaces export.
+    #[error(
+        "plugin {plugin} exports several functions named {name:?}: [{}]; use the full name",
+        candidates.join(", ")
+    )]
+    AmbiguousFunction {
+        /// The plugin's name.
+        plugin: String,
+        /// The bare name that was asked for.
+        name: String,
+        /// The full names that match it.
+        candidates: Vec<String>,
+    },
+
+    /// A dynamic call's arguments do not fit the function's parameters.
+    #[error("bad arguments for {function} of plugin {plugin}: {reason}")]
+    Argument {
+        /// The plugin's name.
+        plugin: String,
+        /// The function's full name.
+        function: String,
+        /// What does not fit, and what was expected.
+        reason: String,
+    },
+
     /// The plugin's client was killed; no more calls are served.
     #[error("plugin {plugin} was killed and serves no more calls")]
     Killed {
@@ -220,6 +256,9 @@ impl Error {
             | Error::Timeout { plugin, .. }
             | Error::OutOfMemory { plugin, .. }
             | Error::Plugin { plugin, .. }
+            | Error::UnknownFunction { plugin, .. }
+            | Error::AmbiguousFunction { plugin, .. }
+            | Error::Argument { plugin, .. }
             | Error::Killed { plugin } => Some(plugin),
             Error::UnknownPlugin { name, .. } | Error::TypeMismatch { name, .. } => Some(name),
             Error::Read { .. }

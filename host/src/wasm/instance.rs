@@ -7,9 +7,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::error::{Error, Result};
+use crate::wasm::dynamic::{Dynamic, exported_functions};
 use crate::wasm::engine::Engine;
 use crate::wasm::interface::InterfaceName;
 use crate::wasm::limits::Limits;
@@ -123,6 +125,26 @@ impl Loaded {
         interface: InterfaceName,
         add_imports: impl FnOnce(&mut Linker<HostState>) -> Result<()>,
     ) -> Result<Instance> {
+        let pre = self.instantiate_pre(add_imports, false)?;
+        Ok(Instance {
+            loaded: self.clone(),
+            pre,
+            interface,
+        })
+    }
+
+    /// Links the component for calls by name: imports the host does not provide trap.
+    pub(crate) fn link_dynamic(self: &Arc<Self>) -> Result<Dynamic> {
+        let pre = self.instantiate_pre(|_| Ok(()), true)?;
+        let functions = exported_functions(self.engine.wasmtime(), &self.component);
+        Ok(Dynamic::new(Pool::new(self.clone(), pre)?, functions))
+    }
+
+    fn instantiate_pre(
+        &self,
+        add_imports: impl FnOnce(&mut Linker<HostState>) -> Result<()>,
+        unknown_imports_trap: bool,
+    ) -> Result<InstancePre<HostState>> {
         let link_error = |e: wasmtime::Error| Error::Link {
             plugin: self.name().to_owned(),
             reason: describe(&e),
@@ -131,15 +153,59 @@ impl Loaded {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
         crate::wasm::logging::add_to_linker(&mut linker).map_err(link_error)?;
         add_imports(&mut linker)?;
-        let pre = linker
-            .instantiate_pre(&self.component)
-            .map_err(link_error)?;
-        Ok(Instance {
-            loaded: self.clone(),
-            pre,
-            interface,
-        })
+        if unknown_imports_trap {
+            self.stub_foreign_imports(&mut linker).map_err(link_error)?;
+        }
+        linker.instantiate_pre(&self.component).map_err(link_error)
     }
+}
+
+impl Loaded {
+    /// Links every imported function outside WASI and `plinth:host` to a function that traps.
+    ///
+    /// (wasmtime's `define_unknown_imports_as_traps` would also shadow WASI imports whose
+    /// version differs from the linker's, which the linker otherwise matches by semver.)
+    fn stub_foreign_imports(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        let engine = self.engine.wasmtime();
+        for (name, item) in self.component.component_type().imports(engine) {
+            if name.starts_with("wasi:") || name.starts_with("plinth:host/") {
+                continue;
+            }
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    linker.root().func_new(name, trap_stub(name.to_owned()))?;
+                }
+                ComponentItem::ComponentInstance(instance) => {
+                    let mut stubs = linker.instance(name)?;
+                    for (func, item) in instance.exports(engine) {
+                        if let ComponentItem::ComponentFunc(_) = item.ty {
+                            stubs.func_new(func, trap_stub(format!("{name}#{func}")))?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+type DynamicFn = dyn Fn(
+        wasmtime::StoreContextMut<'_, HostState>,
+        wasmtime::component::types::ComponentFunc,
+        &[wasmtime::component::Val],
+        &mut [wasmtime::component::Val],
+    ) -> wasmtime::Result<()>
+    + Send
+    + Sync;
+
+/// A host function that traps, naming the import the host does not provide.
+fn trap_stub(import: String) -> Box<DynamicFn> {
+    Box::new(move |_, _, _, _| {
+        Err(wasmtime::Error::msg(format!(
+            "the guest called {import}, which this host does not provide"
+        )))
+    })
 }
 
 /// A component linked and ready to instantiate, handed to `Plugin::from_wasm`.

@@ -5,9 +5,11 @@
 //! negotiates the interface version ([`interface`]), links the component against WASI (as
 //! sandboxed as [`Grants`] say), `plinth:host` ([`logging`]) and the adapter's own imports, and
 //! hands the adapter an [`Instance`] from which it builds a [`Pool`] of instances bounded by
-//! [`Limits`]. Guest output is mirrored line by line ([`stdio`]).
+//! [`Limits`]. Guest output is mirrored line by line ([`stdio`]). A component with no adapter
+//! can still be called by function name ([`Dynamic`]).
 
 pub mod cache;
+pub mod dynamic;
 pub mod engine;
 pub mod instance;
 pub mod interface;
@@ -19,6 +21,7 @@ pub mod state;
 pub mod stdio;
 
 pub use cache::CacheOutcome;
+pub use dynamic::{Dynamic, Function, TypeName};
 pub use engine::{Engine, EngineConfig};
 pub use instance::Instance;
 pub use interface::InterfaceName;
