@@ -5,7 +5,7 @@
 //! (`plinth:kv/store@0.1.0#get`, or a plain top-level name), checks the arguments against the
 //! function's type, and returns the results as [`Val`]s (which print and parse as WAVE text).
 //! Imports the host does not provide are linked as traps, so such a component still loads; a
-//! call that reaches one fails with [`Error::Trap`](crate::Error::Trap).
+//! call that reaches one fails with [`Error::Trap`].
 
 use std::fmt::{self, Write as _};
 
