@@ -336,6 +336,16 @@ impl Client {
         self.loaded.exports()
     }
 
+    /// Every function the component imports (what it needs from the host), with its type.
+    pub fn imported_functions(&self) -> Vec<crate::wasm::Function> {
+        self.loaded.world().0
+    }
+
+    /// Every function the component exports, with its type.
+    pub fn exported_functions(&self) -> Vec<crate::wasm::Function> {
+        self.loaded.world().1
+    }
+
     /// Stops the plugin: idle instances are dropped and every later call, through any
     /// interface dispensed from this client, fails with [`Error::Killed`]. Calls already
     /// running finish. Calling it again does nothing.

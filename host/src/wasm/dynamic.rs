@@ -11,7 +11,7 @@ use std::fmt::{self, Write as _};
 
 use futures::future::BoxFuture;
 use wasmtime::Store;
-use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::types::{ComponentExtern, ComponentFunc, ComponentItem};
 use wasmtime::component::{InstancePre, Type, Val};
 
 use crate::error::{Error, Result};
@@ -253,8 +253,23 @@ pub(crate) fn exported_functions(
     engine: &wasmtime::Engine,
     component: &wasmtime::component::Component,
 ) -> Vec<Function> {
+    functions(engine, component.component_type().exports(engine))
+}
+
+/// Lists the functions a component imports, directly and through its imported interfaces.
+pub(crate) fn imported_functions(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Vec<Function> {
+    functions(engine, component.component_type().imports(engine))
+}
+
+fn functions<'a>(
+    engine: &wasmtime::Engine,
+    items: impl Iterator<Item = (&'a str, ComponentExtern<'a>)>,
+) -> Vec<Function> {
     let mut functions = Vec::new();
-    for (name, item) in component.component_type().exports(engine) {
+    for (name, item) in items {
         match item.ty {
             ComponentItem::ComponentFunc(func) => functions.push(function(None, name, &func)),
             ComponentItem::ComponentInstance(instance) => {

@@ -11,7 +11,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::error::{Error, Result};
-use crate::wasm::dynamic::{Dynamic, exported_functions};
+use crate::wasm::dynamic::{Dynamic, Function, exported_functions, imported_functions};
 use crate::wasm::engine::Engine;
 use crate::wasm::interface::InterfaceName;
 use crate::wasm::limits::Limits;
@@ -82,6 +82,15 @@ impl Loaded {
 
     pub(crate) fn exports(&self) -> &[String] {
         &self.exports
+    }
+
+    /// The component's imported and exported functions.
+    pub(crate) fn world(&self) -> (Vec<Function>, Vec<Function>) {
+        let engine = self.engine.wasmtime();
+        (
+            imported_functions(engine, &self.component),
+            exported_functions(engine, &self.component),
+        )
     }
 
     pub(crate) fn limits(&self) -> &Limits {

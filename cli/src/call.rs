@@ -1,0 +1,156 @@
+//! `plinth call`: call one exported function of a component with WAVE arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plinth::wasm::{Access, Grants, TypeName};
+use plinth::{ClientConfig, FileKind};
+use wasmtime::component::Val;
+
+use crate::failure::{self, BAD_FILE, Failure, UNSUPPORTED, USAGE};
+
+/// What `plinth call` takes.
+#[derive(clap::Args)]
+pub struct CallArgs {
+    /// The component.
+    file: PathBuf,
+    /// The function: its full name (`plinth:kv/store@0.1.0#get`) or a bare name (`get`).
+    function: String,
+    /// One WAVE value per parameter: `"text"`, `42`, `[1, 2]`, `some(1)`, `{a: 1}`.
+    #[arg(allow_negative_numbers = true)]
+    args: Vec<String>,
+    /// Grant a host directory: HOST:GUEST, or HOST:GUEST:ro for read-only. Repeatable.
+    #[arg(long = "dir", value_name = "HOST:GUEST[:ro]")]
+    dirs: Vec<String>,
+    /// Set an environment variable in the guest. Repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Largest memory the guest may grow to, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<usize>,
+    /// Deadline of the call, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: CallArgs) -> Result<(), Failure> {
+    let bytes = failure::read(&args.file)?;
+    let kind = FileKind::detect(&bytes);
+    if kind.is_executable() {
+        return Err(Failure::new(
+            UNSUPPORTED,
+            format!(
+                "{} is {kind}: calling go-plugin executables needs the subprocess backend, \
+                 which this build does not include",
+                args.file.display()
+            ),
+        ));
+    }
+    if kind != FileKind::Component {
+        return Err(Failure::new(
+            BAD_FILE,
+            format!(
+                "{} is {kind}; expected a WebAssembly component",
+                args.file.display()
+            ),
+        ));
+    }
+    let name = args
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    let mut config = ClientConfig::wasm_bytes(name, bytes).grants(grants(&args)?);
+    if let Some(bytes) = args.max_memory {
+        config = config.max_memory(bytes);
+    }
+    if let Some(seconds) = args.timeout {
+        let timeout = Duration::try_from_secs_f64(seconds).map_err(|_| {
+            Failure::new(
+                USAGE,
+                format!("--timeout {seconds} is not a number of seconds"),
+            )
+        })?;
+        config = config.call_timeout(timeout);
+    }
+    let client = crate::inspect::load_with(config, &args.file).await?;
+    let plugin = client.dispense_dynamic().await?;
+    let function = plugin.function(&args.function)?;
+    let values = parse_args(function, &args.args)?;
+    let results = plugin.call(&function.full_name(), &values).await?;
+    let rendered = results
+        .iter()
+        .map(|v| {
+            v.to_wave().map_err(|e| {
+                Failure::new(failure::CALL_FAILED, format!("cannot print a result: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "function": function.full_name(), "results": rendered })
+        );
+    } else {
+        for line in rendered {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_args(function: &plinth::wasm::Function, args: &[String]) -> Result<Vec<Val>, Failure> {
+    if args.len() != function.params.len() {
+        return Err(Failure::new(
+            USAGE,
+            format!(
+                "{} takes {} argument(s), {} given",
+                function.full_name(),
+                function.params.len(),
+                args.len()
+            ),
+        )
+        .hint(format!("its signature is `{}`", function.signature())));
+    }
+    function
+        .params
+        .iter()
+        .zip(args)
+        .map(|((name, ty), text)| {
+            Val::from_wave(ty, text).map_err(|e| {
+                Failure::new(
+                    USAGE,
+                    format!(
+                        "argument {name} expects a {}, and {text:?} is not one: {e}",
+                        TypeName(ty)
+                    ),
+                )
+                .hint("arguments are WAVE values: \"text\", 42, [1, 2], ok(7), {a: 1}")
+            })
+        })
+        .collect()
+}
+
+fn grants(args: &CallArgs) -> Result<Grants, Failure> {
+    let mut grants = Grants::none();
+    for dir in &args.dirs {
+        let (spec, access) = match dir.strip_suffix(":ro") {
+            Some(spec) => (spec, Access::ReadOnly),
+            None => (dir.as_str(), Access::ReadWrite),
+        };
+        let (host, guest) = spec
+            .split_once(':')
+            .ok_or_else(|| Failure::new(USAGE, format!("--dir {dir:?} is not HOST:GUEST[:ro]")))?;
+        grants = grants.dir(host, guest, access);
+    }
+    for pair in &args.env {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::new(USAGE, format!("--env {pair:?} is not KEY=VALUE")))?;
+        grants = grants.env(key, value);
+    }
+    Ok(grants)
+}
