@@ -8,13 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <demo|test|lint|bench|guests>
+const USAGE: &str = "usage: cargo xtask <demo|test|lint|bench|guests|go>
 
   demo    build the example guests and run the demo on them
   test    build the guests and run every test of the workspace
   lint    cargo fmt --check, clippy -D warnings and cargo doc (warnings denied)
   bench   build the guests and run the criterion benchmarks
-  guests  only build the example guests (wasm32-wasip2 components)";
+  guests  only build the example guests (wasm32-wasip2 components)
+  go      only build the Go fixtures (tests/go, go-plugin v1.8.0) and check them with a Go host";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         "lint" => lint(),
         "bench" => bench(),
         "guests" => guests(),
+        "go" => go_fixtures(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -45,6 +47,7 @@ fn demo() -> Result<(), String> {
 
 fn test() -> Result<(), String> {
     guests()?;
+    go_fixtures()?;
     cargo(&["test", "--workspace"])
 }
 
@@ -69,6 +72,7 @@ fn lint() -> Result<(), String> {
 
 fn bench() -> Result<(), String> {
     guests()?;
+    go_fixtures()?;
     cargo(&["bench", "--workspace"])
 }
 
@@ -79,6 +83,27 @@ fn guests() -> Result<(), String> {
         .args(["build", "--target", "wasm32-wasip2", "--release"])
         .current_dir(root().join("guest-examples"))
         .env_remove("CARGO_TARGET_DIR"))
+}
+
+/// Builds the Go fixtures into `tests/go/bin` — every program under `tests/go/cmd`, and the kv
+/// plugin again with an ALPN-enforcing grpc-go as `kv-plugin-alpn` — then has go-plugin's own
+/// client load them (`go-host check`), so a broken fixture is caught before any Rust test.
+fn go_fixtures() -> Result<(), String> {
+    let go_dir = root().join("tests/go");
+    let bin = go_dir.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| format!("cannot create {}: {e}", bin.display()))?;
+    // A trailing separator tells `go build` that the output is a directory.
+    run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(format!("{}/", bin.display()))
+        .arg("./cmd/...")
+        .current_dir(&go_dir))?;
+    run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(bin.join("kv-plugin-alpn"))
+        .arg("github.com/plinth-rs/plinth/tests/go/cmd/kv-plugin")
+        .current_dir(go_dir.join("alpn")))?;
+    run(Command::new(bin.join("go-host")).arg("check").arg(&bin))
 }
 
 fn ensure_wasm_target() -> Result<(), String> {

@@ -1,0 +1,93 @@
+// bad-plugin misbehaves at start in the way PLINTH_BAD_MODE names, for the host's bad-input
+// tests:
+//
+//	garbage    prints a line that is no handshake
+//	short      prints a handshake with too few fields
+//	oversized  prints a 70 KiB line without a newline for a while
+//	core2      prints a handshake with core protocol version 2
+//	version9   serves KV with app protocol version 9 (which hosts do not offer)
+//	netrpc     serves KV over the netrpc protocol
+//	unreachable prints a handshake naming a socket that does not exist
+//	badcert    prints a gRPC handshake whose certificate is not base64
+//	exit       writes to stderr and exits with status 3 before any handshake
+//	silent     never prints a handshake
+package main
+
+import (
+	"fmt"
+	"net/rpc"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/plinth-rs/plinth/tests/go/shared"
+)
+
+// netrpcKV makes the KV plugin servable over netrpc too.
+type netrpcKV struct{ shared.KVPlugin }
+
+func (p *netrpcKV) Server(*plugin.MuxBroker) (interface{}, error) { return &kvRPC{impl: p.Impl}, nil }
+
+func (p *netrpcKV) Client(b *plugin.MuxBroker, c *rpc.Client) (interface{}, error) {
+	return nil, fmt.Errorf("this fixture only serves")
+}
+
+type kvRPC struct{ impl shared.KV }
+
+func (s *kvRPC) Get(key string, resp *[]byte) error {
+	value, err := s.impl.Get(key)
+	*resp = value
+	return err
+}
+
+func handshake(line string) {
+	fmt.Println(line)
+	os.Stdout.Sync()
+	time.Sleep(time.Hour)
+}
+
+func main() {
+	if os.Getenv(shared.Handshake.MagicCookieKey) != shared.Handshake.MagicCookieValue {
+		fmt.Fprintln(os.Stderr, "This binary is a plugin. These are not meant to be executed directly.")
+		os.Exit(1)
+	}
+	switch mode := os.Getenv("PLINTH_BAD_MODE"); mode {
+	case "garbage":
+		handshake("hello, I am not a plugin")
+	case "short":
+		handshake("1|1|unix")
+	case "oversized":
+		fmt.Print(strings.Repeat("x", 70*1024))
+		os.Stdout.Sync()
+		time.Sleep(time.Hour)
+	case "core2":
+		handshake("2|1|unix|/tmp/plinth-none.sock|grpc|")
+	case "unreachable":
+		handshake("1|1|unix|/nonexistent/plinth/plugin.sock|grpc|")
+	case "badcert":
+		handshake("1|1|unix|/tmp/plinth-none.sock|grpc|***not base64***")
+	case "version9":
+		config := shared.Handshake
+		config.ProtocolVersion = 9
+		plugin.Serve(&plugin.ServeConfig{
+			HandshakeConfig: config,
+			Plugins:         plugin.PluginSet{"kv": &shared.KVPlugin{Impl: &shared.MemKV{}}},
+			GRPCServer:      plugin.DefaultGRPCServer,
+		})
+	case "netrpc":
+		plugin.Serve(&plugin.ServeConfig{
+			HandshakeConfig: shared.Handshake,
+			Plugins:         plugin.PluginSet{"kv": &netrpcKV{shared.KVPlugin{Impl: &shared.MemKV{}}}},
+		})
+	case "exit":
+		fmt.Fprintln(os.Stderr, "bad-plugin: cannot start: the configuration is missing")
+		os.Exit(3)
+	case "silent":
+		time.Sleep(time.Hour)
+	default:
+		fmt.Fprintf(os.Stderr, "bad-plugin: unknown PLINTH_BAD_MODE %q\n", mode)
+		os.Exit(2)
+	}
+}
