@@ -663,7 +663,9 @@ async fn load_cached(dir: &std::path::Path, engine: Engine) -> CacheOutcome {
     .unwrap();
     let kv = client.dispense(&KvPlugin).await.unwrap();
     kv.put("k", b"v").await.unwrap();
-    client.cache_outcome()
+    client
+        .cache_outcome()
+        .expect("a component has a cache outcome")
 }
 
 #[tokio::test]
@@ -725,8 +727,8 @@ async fn same_engine_compiles_a_component_once() {
     let second = Client::start(ClientConfig::wasm(guest("greeter")).engine(engine))
         .await
         .unwrap();
-    assert_eq!(first.cache_outcome(), CacheOutcome::Compiled);
-    assert_eq!(second.cache_outcome(), CacheOutcome::MemoryHit);
+    assert_eq!(first.cache_outcome(), Some(CacheOutcome::Compiled));
+    assert_eq!(second.cache_outcome(), Some(CacheOutcome::MemoryHit));
 }
 
 // ---------------------------------------------------------------------------------------------

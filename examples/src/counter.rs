@@ -1,15 +1,22 @@
 //! The counter interface: the guest calls back into the host during a call.
 //!
-//! As in go-plugin's bidirectional example, the host passes an [`AddHelper`] with each `put`;
-//! the guest's `add-helper.sum` import reaches it. An error from the helper stops the guest and
-//! comes back from `put` unchanged.
+//! As in go-plugin's bidirectional example, the host passes an [`AddHelper`] with each `put`.
+//! A component's `add-helper.sum` import reaches it directly; an executable dials it through
+//! the broker, where the host serves `proto.AddHelper` for the duration of the call. An error
+//! from the helper stops the plugin's `put` and comes back from it.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use plinth::wasm::wasmtime::component::{HasSelf, Linker};
 use plinth::wasm::{HostState, Instance, Pool};
-use plinth::{Plugin, Result};
+use plinth::{GrpcConn, MAX_MESSAGE_SIZE, Plugin, Result};
+use tonic::service::Routes;
+use tonic::transport::Channel;
+
+use crate::proto::add_helper_server::{self, AddHelperServer};
+use crate::proto::counter_client::CounterClient;
+use crate::proto::{CounterGetRequest, CounterPutRequest, SumRequest, SumResponse};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -81,6 +88,65 @@ impl Plugin for CounterPlugin {
         Ok(Arc::new(WasmCounter {
             pool: instance.pool()?,
         }))
+    }
+
+    fn from_grpc(&self, conn: GrpcConn) -> Result<Arc<dyn Counter>> {
+        let client = CounterClient::new(conn.channel())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        Ok(Arc::new(GrpcCounter { conn, client }))
+    }
+}
+
+struct GrpcCounter {
+    conn: GrpcConn,
+    client: CounterClient<Channel>,
+}
+
+#[async_trait]
+impl Counter for GrpcCounter {
+    async fn put(&self, key: &str, value: i64, helper: Arc<dyn AddHelper>) -> Result<()> {
+        let broker = self.conn.broker();
+        let id = broker.next_id();
+        let service = AddHelperServer::new(HelperService(helper));
+        // Served for this call only: dropping `_served` stops it.
+        let _served = broker.accept_and_serve(id, Routes::new(service)).await?;
+        let request = CounterPutRequest {
+            add_server: id,
+            key: key.to_owned(),
+            value,
+        };
+        match self.client.clone().put(request).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(self.conn.error("/proto.Counter/Put", status).await),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<i64> {
+        let request = CounterGetRequest {
+            key: key.to_owned(),
+        };
+        match self.client.clone().get(request).await {
+            Ok(response) => Ok(response.into_inner().value),
+            Err(status) => Err(self.conn.error("/proto.Counter/Get", status).await),
+        }
+    }
+}
+
+/// The host's [`AddHelper`] as the gRPC service the plugin dials.
+struct HelperService(Arc<dyn AddHelper>);
+
+#[tonic::async_trait]
+impl add_helper_server::AddHelper for HelperService {
+    async fn sum(
+        &self,
+        request: tonic::Request<SumRequest>,
+    ) -> std::result::Result<tonic::Response<SumResponse>, tonic::Status> {
+        let SumRequest { a, b } = request.into_inner();
+        match self.0.sum(a, b).await {
+            Ok(r) => Ok(tonic::Response::new(SumResponse { r })),
+            Err(error) => Err(tonic::Status::unknown(error.to_string())),
+        }
     }
 }
 

@@ -1,10 +1,17 @@
-//! The kv interface: `get` and `put` of byte values, with the guest's errors as values.
+//! The kv interface: `get` and `put` of byte values, with the plugin's errors as values.
+//!
+//! [`KvPlugin`] builds it from a component exporting `plinth:kv/store@0.1.0`, or from a
+//! go-plugin executable serving `proto.KV` over gRPC: the host code is the same.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use plinth::wasm::{Instance, Pool};
-use plinth::{Plugin, Result};
+use plinth::{GrpcConn, MAX_MESSAGE_SIZE, Plugin, Result};
+use tonic::transport::Channel;
+
+use crate::proto::kv_client::KvClient;
+use crate::proto::{GetRequest, PutRequest};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -47,6 +54,42 @@ impl Plugin for KvPlugin {
         Ok(Arc::new(WasmKv {
             pool: instance.pool()?,
         }))
+    }
+
+    fn from_grpc(&self, conn: GrpcConn) -> Result<Arc<dyn Kv>> {
+        let client = KvClient::new(conn.channel())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        Ok(Arc::new(GrpcKv { conn, client }))
+    }
+}
+
+struct GrpcKv {
+    conn: GrpcConn,
+    client: KvClient<Channel>,
+}
+
+#[async_trait]
+impl Kv for GrpcKv {
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let request = GetRequest {
+            key: key.to_owned(),
+        };
+        match self.client.clone().get(request).await {
+            Ok(response) => Ok(response.into_inner().value),
+            Err(status) => Err(self.conn.error("/proto.KV/Get", status).await),
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
+        let request = PutRequest {
+            key: key.to_owned(),
+            value: value.to_vec(),
+        };
+        match self.client.clone().put(request).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(self.conn.error("/proto.KV/Put", status).await),
+        }
     }
 }
 

@@ -1,14 +1,38 @@
 //! Host-side adapters for the example interfaces in `wit/`: what a host author writes.
 //!
 //! Each module defines the Rust interface the host calls (a trait), and the [`plinth::Plugin`]
-//! adapter that builds it from a component: [`greeter`] (two interface versions),
-//! [`kv`] (values and errors across the boundary) and [`counter`] (a host callback the guest
-//! calls during a call, as go-plugin's bidirectional example). The `demo` binary uses all three
-//! on the bundled guests in `guest-examples/`.
+//! adapter that builds it from a component and, for [`kv`] and [`counter`], from a go-plugin
+//! executable: [`greeter`] (two interface versions), [`kv`] (values and errors across the
+//! boundary) and [`counter`] (a host callback the plugin calls during a call, as go-plugin's
+//! bidirectional example, through the broker for executables). The `demo` binary uses them on
+//! the bundled guests in `guest-examples/` and the Go plugins in `tests/go`.
 
 pub mod counter;
 pub mod greeter;
 pub mod kv;
+
+/// The gRPC code of the kv and counter services (`tests/go/proto`), as the Go fixtures serve
+/// them: package `proto`, services `KV`, `Counter` and `AddHelper`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("proto");
+}
+
+/// The go-plugin handshake of the example Go plugins in `tests/go` (cookie `PLINTH_PLUGIN=kv`,
+/// application protocol version 1).
+pub fn handshake() -> plinth::HandshakeConfig {
+    plinth::HandshakeConfig::new(1, "PLINTH_PLUGIN", "kv")
+}
+
+/// The directory the Go fixtures are built into by `cargo xtask go`.
+pub fn go_bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/go/bin")
+}
+
+/// The path of the built Go fixture `name` (`"kv-plugin"`, `"counter-plugin"`, ...).
+pub fn go_plugin(name: &str) -> PathBuf {
+    go_bin_dir().join(name)
+}
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

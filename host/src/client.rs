@@ -1,21 +1,32 @@
 //! One plugin's lifecycle: [`ClientConfig`] says what to load and how, [`Client`] loads it and
 //! dispenses typed interfaces from it until it is killed.
 //!
+//! The same `Client` runs a wasm component in-process or a go-plugin executable as a child
+//! process; which one is configuration ([`ClientConfig::wasm`], [`ClientConfig::command`], or
+//! [`ClientConfig::file`] to decide from the file's first bytes), never code.
+//!
 //! The names follow go-plugin's `ClientConfig` and `Client` so that a migrating host finds
-//! them: `plugins`, `checksum` (`SecureConfig`), `stdout`/`stderr` (`SyncStdout`/`SyncStderr`),
-//! `dispense`, `kill`, `exited`. The wasm settings (grants, limits, cache) are added alongside.
+//! them: `plugins`, `versioned_plugins`, `handshake`, `checksum` (`SecureConfig`), `auto_mtls`,
+//! `reattach`, `stdout`/`stderr` (`SyncStdout`/`SyncStderr`), `dispense`, `kill`, `exited`.
+//! The wasm settings (grants, limits, cache) are added alongside.
 
 use std::any::type_name;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use plinth_subprocess::{Connection, HandshakeConfig, Protocol, ReattachConfig, StdioSinks};
+
 use crate::error::{Error, Result};
+use crate::grpc::GrpcConn;
 use crate::kind::FileKind;
 use crate::plugin::{ErasedPlugin, Plugin, PluginSet};
 use crate::secure::Checksum;
 use crate::wasm::instance::{Loaded, Settings};
 use crate::wasm::interface::{InterfaceName, negotiate};
+use crate::wasm::stdio::{Stream, chunk_sink};
 use crate::wasm::{CacheOutcome, Engine, Grants, Limits, Output};
 
 /// Where a plugin's code comes from.
@@ -23,9 +34,50 @@ use crate::wasm::{CacheOutcome, Engine, Grants, Limits, Output};
 enum Source {
     WasmFile(PathBuf),
     WasmBytes(Arc<[u8]>),
+    Command { path: PathBuf, args: Vec<OsString> },
+    Detect(PathBuf),
+    Reattach(ReattachConfig),
+}
+
+/// The settings that only apply to go-plugin executables.
+#[derive(Clone)]
+struct SubprocessSettings {
+    handshake: Option<HandshakeConfig>,
+    versioned: BTreeMap<u32, PluginSet>,
+    allowed_protocols: Vec<Protocol>,
+    auto_mtls: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    multiplex: bool,
+    start_timeout: Duration,
+    kill_grace: Duration,
+    inherit_stdin: bool,
+    skip_host_env: bool,
+    env: Vec<(OsString, OsString)>,
+    managed: bool,
+}
+
+impl Default for SubprocessSettings {
+    fn default() -> SubprocessSettings {
+        SubprocessSettings {
+            handshake: None,
+            versioned: BTreeMap::new(),
+            allowed_protocols: vec![Protocol::Grpc],
+            auto_mtls: true,
+            tls: None,
+            multiplex: false,
+            start_timeout: plinth_subprocess::DEFAULT_START_TIMEOUT,
+            kill_grace: plinth_subprocess::DEFAULT_KILL_GRACE,
+            inherit_stdin: false,
+            skip_host_env: false,
+            env: Vec::new(),
+            managed: false,
+        }
+    }
 }
 
 /// What to load and how to run it.
+///
+/// A component, sandboxed:
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -37,6 +89,16 @@ enum Source {
 ///     .max_memory(64 << 20)
 ///     .call_timeout(Duration::from_secs(5))
 ///     .cache_dir("/var/cache/plinth");
+/// ```
+///
+/// A go-plugin executable, with the handshake it was built with:
+///
+/// ```no_run
+/// use plinth::{ClientConfig, HandshakeConfig};
+///
+/// let config = ClientConfig::command("plugins/kv-plugin")
+///     .handshake(HandshakeConfig::new(1, "PLINTH_PLUGIN", "kv"))
+///     .auto_mtls(true);
 /// ```
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -50,6 +112,7 @@ pub struct ClientConfig {
     stderr: Output,
     cache_dir: Option<PathBuf>,
     engine: Option<Engine>,
+    subprocess: SubprocessSettings,
 }
 
 impl ClientConfig {
@@ -61,6 +124,28 @@ impl ClientConfig {
     /// Loads a component from memory under the plugin name `name`.
     pub fn wasm_bytes(name: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> ClientConfig {
         ClientConfig::from_source(Source::WasmBytes(bytes.into())).name(name)
+    }
+
+    /// Launches the go-plugin executable at `path` and speaks go-plugin's gRPC protocol to it.
+    /// Needs a [`ClientConfig::handshake`]. The plugin's name defaults to the file name.
+    pub fn command(path: impl Into<PathBuf>) -> ClientConfig {
+        ClientConfig::from_source(Source::Command {
+            path: path.into(),
+            args: Vec::new(),
+        })
+    }
+
+    /// Loads `path` as a component or launches it as an executable, whichever its first bytes
+    /// say it is: one host binary serves both kinds of plugin.
+    pub fn file(path: impl Into<PathBuf>) -> ClientConfig {
+        ClientConfig::from_source(Source::Detect(path.into()))
+    }
+
+    /// Connects to a go-plugin plugin that is already running (go-plugin's `Reattach`);
+    /// see [`plinth_subprocess::reattach`]. The plugin is not killed unless asked, and never
+    /// when `config.test` is set.
+    pub fn reattach(config: ReattachConfig) -> ClientConfig {
+        ClientConfig::from_source(Source::Reattach(config))
     }
 
     fn from_source(source: Source) -> ClientConfig {
@@ -75,7 +160,100 @@ impl ClientConfig {
             stderr: Output::default(),
             cache_dir: None,
             engine: None,
+            subprocess: SubprocessSettings::default(),
         }
+    }
+
+    /// Arguments for an executable plugin.
+    pub fn args<I: Into<OsString>>(mut self, args: impl IntoIterator<Item = I>) -> ClientConfig {
+        if let Source::Command { args: list, .. } = &mut self.source {
+            list.extend(args.into_iter().map(Into::into));
+        }
+        self
+    }
+
+    /// The go-plugin handshake (magic cookie and base protocol version) an executable plugin
+    /// was built with. Required for executables.
+    pub fn handshake(mut self, handshake: HandshakeConfig) -> ClientConfig {
+        self.subprocess.handshake = Some(handshake);
+        self
+    }
+
+    /// Adapter sets per application protocol version (go-plugin's `VersionedPlugins`): the
+    /// versions are offered to an executable plugin, and [`Client::dispense_named`] uses the set
+    /// of the version it chose. [`ClientConfig::plugins`] is the set of the handshake's version.
+    pub fn versioned_plugins(mut self, sets: BTreeMap<u32, PluginSet>) -> ClientConfig {
+        self.subprocess.versioned = sets;
+        self
+    }
+
+    /// The RPC protocols an executable may speak (go-plugin's `AllowedProtocols`). Default:
+    /// gRPC.
+    pub fn allowed_protocols(
+        mut self,
+        protocols: impl IntoIterator<Item = Protocol>,
+    ) -> ClientConfig {
+        self.subprocess.allowed_protocols = protocols.into_iter().collect();
+        self
+    }
+
+    /// Mutual TLS with certificates generated for this launch (go-plugin's `AutoMTLS`).
+    /// Default: on — unlike go-plugin, whose default is off.
+    pub fn auto_mtls(mut self, on: bool) -> ClientConfig {
+        self.subprocess.auto_mtls = on;
+        self
+    }
+
+    /// Dials an executable plugin with this TLS configuration (go-plugin's `TLSConfig`) instead
+    /// of AutoMTLS.
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> ClientConfig {
+        self.subprocess.auto_mtls = false;
+        self.subprocess.tls = Some(config);
+        self
+    }
+
+    /// Runs the broker multiplexed over the main connection (go-plugin's
+    /// `GRPCBrokerMultiplex`). Default: off.
+    pub fn multiplex(mut self, on: bool) -> ClientConfig {
+        self.subprocess.multiplex = on;
+        self
+    }
+
+    /// How long an executable has to print its handshake line. Default: 1 minute.
+    pub fn start_timeout(mut self, timeout: Duration) -> ClientConfig {
+        self.subprocess.start_timeout = timeout;
+        self
+    }
+
+    /// How long a killed executable has to exit before SIGKILL. Default: 2 seconds.
+    pub fn kill_grace(mut self, grace: Duration) -> ClientConfig {
+        self.subprocess.kill_grace = grace;
+        self
+    }
+
+    /// Gives an executable plugin the host's stdin, so it can use the terminal. Default: off.
+    pub fn inherit_stdin(mut self, on: bool) -> ClientConfig {
+        self.subprocess.inherit_stdin = on;
+        self
+    }
+
+    /// Starts an executable without the host's environment (go-plugin's `SkipHostEnv`).
+    pub fn skip_host_env(mut self, on: bool) -> ClientConfig {
+        self.subprocess.skip_host_env = on;
+        self
+    }
+
+    /// Sets an environment variable for an executable plugin. (A component sees only the
+    /// variables its [`Grants`] name.)
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> ClientConfig {
+        self.subprocess.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Registers an executable plugin for [`cleanup_clients`] (go-plugin's `Managed`).
+    pub fn managed(mut self, on: bool) -> ClientConfig {
+        self.subprocess.managed = on;
+        self
     }
 
     /// The plugin's name in logs and errors.
@@ -167,39 +345,160 @@ impl ClientConfig {
                 .file_stem()
                 .map(|stem| stem.to_string_lossy().into_owned())
                 .unwrap_or_else(|| path.display().to_string()),
+            Source::Command { path, .. } | Source::Detect(path) => path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
             Source::WasmBytes(_) => "plugin".to_owned(),
+            Source::Reattach(config) => format!("pid {}", config.pid),
         }
     }
+
+    fn subprocess_config(
+        &self,
+        base: plinth_subprocess::Config,
+    ) -> Result<plinth_subprocess::Config> {
+        let settings = &self.subprocess;
+        let handshake = match (&settings.handshake, &self.source) {
+            (Some(handshake), _) => handshake.clone(),
+            (None, Source::Reattach(_)) => HandshakeConfig::new(1, "", ""),
+            (None, _) => {
+                return Err(Error::Config {
+                    reason: format!(
+                        "plugin {} is an executable: ClientConfig::handshake must name the magic cookie it was built with",
+                        self.plugin_name()
+                    ),
+                });
+            }
+        };
+        let mut versions: Vec<u32> = settings.versioned.keys().copied().collect();
+        if versions.is_empty() || !self.plugins.names().is_empty() {
+            versions.push(handshake.protocol_version);
+        }
+        versions.sort_unstable();
+        versions.dedup();
+        let name: Arc<str> = self.plugin_name().into();
+        let mut config = base
+            .name(name.to_string())
+            .handshake(handshake)
+            .versions(versions)
+            .allowed_protocols(settings.allowed_protocols.iter().copied())
+            .auto_mtls(settings.auto_mtls && !matches!(self.source, Source::Reattach(_)))
+            .multiplex(settings.multiplex)
+            .start_timeout(settings.start_timeout)
+            .kill_grace(settings.kill_grace)
+            .inherit_stdin(settings.inherit_stdin)
+            .skip_host_env(settings.skip_host_env)
+            .managed(settings.managed)
+            .stdio(StdioSinks {
+                stdout: Some(chunk_sink(
+                    name.clone(),
+                    Stream::Stdout,
+                    self.stdout.clone(),
+                )),
+                stderr: Some(chunk_sink(name, Stream::Stderr, self.stderr.clone())),
+            });
+        for (key, value) in &settings.env {
+            config = config.env(key.clone(), value.clone());
+        }
+        if let Some(tls) = &settings.tls {
+            config = config.tls(tls.clone());
+        }
+        if let Some(checksum) = &self.checksum {
+            config = config.checksum(*checksum.as_bytes());
+        }
+        Ok(config)
+    }
+}
+
+/// Kills every executable plugin started with [`ClientConfig::managed`] and waits for them
+/// (go-plugin's `CleanupClients`). Call it once before the host exits.
+pub async fn cleanup_clients() {
+    plinth_subprocess::cleanup_clients().await;
 }
 
 /// A loaded plugin, ready to dispense interfaces.
 ///
-/// A `Client` is cheap to share (`Send + Sync`); the interfaces it dispenses are too, and
-/// concurrent calls run on separate instances.
+/// A `Client` is cheap to share (`Send + Sync`); the interfaces it dispenses are too. Concurrent
+/// calls to a component run on separate instances; calls to an executable share its HTTP/2
+/// connection.
 pub struct Client {
-    loaded: Arc<Loaded>,
+    name: Arc<str>,
+    backend: Backend,
     plugins: PluginSet,
-    checksum: Checksum,
-    cache: CacheOutcome,
+    versioned: BTreeMap<u32, PluginSet>,
+}
+
+enum Backend {
+    Wasm {
+        loaded: Arc<Loaded>,
+        checksum: Checksum,
+        cache: CacheOutcome,
+    },
+    Subprocess {
+        connection: Connection,
+        checksum: Option<Checksum>,
+    },
 }
 
 impl Client {
-    /// Reads, checks and compiles the plugin.
+    /// Loads the plugin: reads, checks and compiles a component, or launches an executable,
+    /// completes the go-plugin handshake and connects to it.
     ///
     /// Fails with [`Error::Read`], [`Error::NotAComponent`], [`Error::ChecksumMismatch`],
-    /// [`Error::Grant`] or [`Error::Compile`].
+    /// [`Error::Grant`] or [`Error::Compile`] for components, and [`Error::Config`] or
+    /// [`Error::Subprocess`] (which says what the plugin did: exited, timed out, printed a bad
+    /// handshake, ...) for executables.
     pub async fn start(config: ClientConfig) -> Result<Client> {
-        let name = config.plugin_name();
-        let bytes = match &config.source {
+        let source = match &config.source {
+            Source::Detect(path) => detect(&config, path).await?,
+            other => other.clone(),
+        };
+        match source {
+            Source::Command { path, args } => {
+                let base = plinth_subprocess::Config::command(path).args(args);
+                Client::start_subprocess(&config, base).await
+            }
+            Source::Reattach(reattach) => {
+                let base = plinth_subprocess::Config::reattach(reattach);
+                Client::start_subprocess(&config, base).await
+            }
             Source::WasmFile(path) => {
-                let bytes = tokio::fs::read(path).await.map_err(|source| Error::Read {
+                let bytes = tokio::fs::read(&path).await.map_err(|source| Error::Read {
                     path: path.clone(),
                     source,
                 })?;
-                Arc::from(bytes)
+                Client::start_wasm(config, Arc::from(bytes)).await
             }
-            Source::WasmBytes(bytes) => bytes.clone(),
-        };
+            Source::WasmBytes(bytes) => Client::start_wasm(config, bytes).await,
+            Source::Detect(_) => unreachable!("detection resolves the source"),
+        }
+    }
+
+    async fn start_subprocess(
+        config: &ClientConfig,
+        base: plinth_subprocess::Config,
+    ) -> Result<Client> {
+        let connection = Connection::start(config.subprocess_config(base)?).await?;
+        tracing::debug!(
+            plugin = connection.name(),
+            version = connection.negotiated_version(),
+            address = %connection.address(),
+            "plugin connected"
+        );
+        Ok(Client {
+            name: connection.name().into(),
+            backend: Backend::Subprocess {
+                connection,
+                checksum: config.checksum,
+            },
+            plugins: config.plugins.clone(),
+            versioned: config.subprocess.versioned.clone(),
+        })
+    }
+
+    async fn start_wasm(config: ClientConfig, bytes: Arc<[u8]>) -> Result<Client> {
+        let name = config.plugin_name();
         let found = FileKind::detect(&bytes);
         if found != FileKind::Component {
             return Err(Error::NotAComponent {
@@ -233,25 +532,32 @@ impl Client {
             stderr: config.stderr,
         };
         Ok(Client {
-            loaded: Arc::new(Loaded::new(name.into(), engine, component, settings)),
+            name: name.as_str().into(),
+            backend: Backend::Wasm {
+                loaded: Arc::new(Loaded::new(name.into(), engine, component, settings)),
+                checksum,
+                cache,
+            },
             plugins: config.plugins,
-            checksum,
-            cache,
+            versioned: config.subprocess.versioned,
         })
     }
 
-    /// Builds the typed interface `plugin` adapts, with the highest interface version both
-    /// sides support.
+    /// Builds the typed interface `plugin` adapts: from a component with the highest
+    /// interface version both sides support, from an executable with its gRPC half.
     ///
     /// Fails with [`Error::InterfaceNotExported`], [`Error::UnsupportedVersion`],
-    /// [`Error::Link`] or [`Error::Killed`].
+    /// [`Error::Link`], [`Error::BackendUnsupported`] or [`Error::Killed`].
     pub async fn dispense<P: Plugin>(&self, plugin: &P) -> Result<Arc<P::Interface>> {
-        let instance = self.link(plugin)?;
-        plugin.from_wasm(instance)
+        match &self.backend {
+            Backend::Wasm { .. } => plugin.from_wasm(self.link(plugin)?),
+            Backend::Subprocess { .. } => plugin.from_grpc(self.grpc_conn()?),
+        }
     }
 
-    /// Builds the interface of the adapter named `name` in the configured [`PluginSet`],
-    /// checking that it is the requested type `I` (`dyn Kv`).
+    /// Builds the interface of the adapter named `name` in the configured [`PluginSet`] (for
+    /// an executable, the set of the negotiated version), checking that it is the requested
+    /// type `I` (`dyn Kv`).
     ///
     /// Fails as [`Client::dispense`] does, and with [`Error::UnknownPlugin`] or
     /// [`Error::TypeMismatch`].
@@ -259,9 +565,10 @@ impl Client {
         &self,
         name: &str,
     ) -> Result<Arc<I>> {
-        let plugin = self.plugins.get(name).ok_or_else(|| Error::UnknownPlugin {
+        let set = self.plugin_set();
+        let plugin = set.get(name).ok_or_else(|| Error::UnknownPlugin {
             name: name.to_owned(),
-            available: self.plugins.names(),
+            available: set.names(),
         })?;
         let (found_id, found) = plugin.interface_type();
         let mismatch = || Error::TypeMismatch {
@@ -272,30 +579,68 @@ impl Client {
         if found_id != std::any::TypeId::of::<Arc<I>>() {
             return Err(mismatch());
         }
-        let instance = self.link(&**plugin)?;
-        let interface = plugin.from_wasm_erased(instance)?;
+        let interface = match &self.backend {
+            Backend::Wasm { .. } => plugin.from_wasm_erased(self.link(&**plugin)?)?,
+            Backend::Subprocess { .. } => plugin.from_grpc_erased(self.grpc_conn()?)?,
+        };
         interface
             .downcast::<Arc<I>>()
             .map(|boxed| *boxed)
             .map_err(|_| mismatch())
     }
 
+    fn plugin_set(&self) -> &PluginSet {
+        match &self.backend {
+            Backend::Subprocess { connection, .. } => self
+                .versioned
+                .get(&connection.negotiated_version())
+                .unwrap_or(&self.plugins),
+            Backend::Wasm { .. } => &self.plugins,
+        }
+    }
+
     /// Every exported function of the component, callable by name with dynamic values, for
     /// hosts (and tools) without an adapter. Imports the host does not provide trap if called.
+    /// Components only.
     pub async fn dispense_dynamic(&self) -> Result<crate::wasm::Dynamic> {
-        if self.loaded.is_killed() {
-            return Err(Error::Killed {
-                plugin: self.name().to_owned(),
-            });
+        let loaded = self.loaded("dynamic dispensing")?;
+        if loaded.is_killed() {
+            return Err(self.killed());
         }
-        self.loaded.link_dynamic()
+        loaded.link_dynamic()
+    }
+
+    fn loaded(&self, what: &str) -> Result<&Arc<Loaded>> {
+        match &self.backend {
+            Backend::Wasm { loaded, .. } => Ok(loaded),
+            Backend::Subprocess { .. } => Err(Error::BackendUnsupported {
+                plugin: self.name().to_owned(),
+                adapter: what.to_owned(),
+                backend: "wasm",
+            }),
+        }
+    }
+
+    fn killed(&self) -> Error {
+        Error::Killed {
+            plugin: self.name().to_owned(),
+        }
+    }
+
+    fn grpc_conn(&self) -> Result<GrpcConn> {
+        match &self.backend {
+            Backend::Subprocess { connection, .. } if connection.killed() => Err(self.killed()),
+            Backend::Subprocess { connection, .. } => Ok(GrpcConn::new(connection.clone())),
+            Backend::Wasm { .. } => Err(Error::Config {
+                reason: format!("plugin {} is a component, not an executable", self.name()),
+            }),
+        }
     }
 
     fn link<P: ErasedPlugin + ?Sized>(&self, plugin: &P) -> Result<crate::wasm::Instance> {
-        if self.loaded.is_killed() {
-            return Err(Error::Killed {
-                plugin: self.name().to_owned(),
-            });
+        let loaded = self.loaded(plugin.name())?;
+        if loaded.is_killed() {
+            return Err(self.killed());
         }
         let accepted = plugin
             .wasm_exports()
@@ -303,68 +648,161 @@ impl Client {
             .map(|name| name.parse::<InterfaceName>())
             .collect::<Result<Vec<_>>>()?;
         if accepted.is_empty() {
-            return Err(Error::Config {
-                reason: format!(
-                    "the adapter {:?} names no wasm interface to bind",
-                    plugin.name()
-                ),
+            return Err(Error::BackendUnsupported {
+                plugin: self.name().to_owned(),
+                adapter: plugin.name().to_owned(),
+                backend: "wasm",
             });
         }
-        let interface = negotiate(self.name(), self.loaded.exports(), &accepted)?;
+        let interface = negotiate(self.name(), loaded.exports(), &accepted)?;
         tracing::debug!(plugin = self.name(), %interface, "interface negotiated");
-        self.loaded
-            .link(interface, |linker| plugin.link_wasm(linker))
+        loaded.link(interface, |linker| plugin.link_wasm(linker))
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        self.loaded.name()
+        &self.name
     }
 
-    /// The sha256 of the plugin's bytes, as a host would pin it.
-    pub fn checksum(&self) -> Checksum {
-        self.checksum
+    /// The sha256 of the plugin as a host would pin it: always known for a component, and for
+    /// an executable when one was pinned (hashing an executable costs a read of the whole file
+    /// at every start, so it is only done when asked).
+    pub fn checksum(&self) -> Option<Checksum> {
+        match &self.backend {
+            Backend::Wasm { checksum, .. } => Some(*checksum),
+            Backend::Subprocess { checksum, .. } => *checksum,
+        }
     }
 
-    /// Where the compiled component came from: compiled now, or a cache.
-    pub fn cache_outcome(&self) -> CacheOutcome {
-        self.cache
+    /// Where a compiled component came from: compiled now, or a cache. `None` for executables.
+    pub fn cache_outcome(&self) -> Option<CacheOutcome> {
+        match &self.backend {
+            Backend::Wasm { cache, .. } => Some(*cache),
+            Backend::Subprocess { .. } => None,
+        }
     }
 
-    /// The names of everything the component exports (`plinth:kv/store@0.1.0`, ...).
+    /// The names of everything the component exports (`plinth:kv/store@0.1.0`, ...); empty for
+    /// an executable.
     pub fn exports(&self) -> &[String] {
-        self.loaded.exports()
+        match &self.backend {
+            Backend::Wasm { loaded, .. } => loaded.exports(),
+            Backend::Subprocess { .. } => &[],
+        }
     }
 
-    /// Every function the component imports (what it needs from the host), with its type.
+    /// Every function the component imports (what it needs from the host), with its type;
+    /// empty for an executable.
     pub fn imported_functions(&self) -> Vec<crate::wasm::Function> {
-        self.loaded.world().0
+        match &self.backend {
+            Backend::Wasm { loaded, .. } => loaded.world().0,
+            Backend::Subprocess { .. } => Vec::new(),
+        }
     }
 
-    /// Every function the component exports, with its type.
+    /// Every function the component exports, with its type; empty for an executable.
     pub fn exported_functions(&self) -> Vec<crate::wasm::Function> {
-        self.loaded.world().1
+        match &self.backend {
+            Backend::Wasm { loaded, .. } => loaded.world().1,
+            Backend::Subprocess { .. } => Vec::new(),
+        }
     }
 
-    /// Stops the plugin: idle instances are dropped and every later call, through any
-    /// interface dispensed from this client, fails with [`Error::Killed`]. Calls already
-    /// running finish. Calling it again does nothing.
+    /// The connection to an executable plugin (its process, channel, broker and reattach
+    /// config); `None` for a component.
+    pub fn connection(&self) -> Option<&Connection> {
+        match &self.backend {
+            Backend::Subprocess { connection, .. } => Some(connection),
+            Backend::Wasm { .. } => None,
+        }
+    }
+
+    /// The application protocol version negotiated with an executable plugin.
+    pub fn negotiated_version(&self) -> Option<u32> {
+        self.connection().map(Connection::negotiated_version)
+    }
+
+    /// What another host needs to attach to this executable plugin (go-plugin's
+    /// `ReattachConfig`); `None` for a component.
+    pub fn reattach_config(&self) -> Option<ReattachConfig> {
+        self.connection().map(Connection::reattach_config)
+    }
+
+    /// Checks the plugin is alive: an executable's health service answers (go-plugin's
+    /// `Ping`), a component was not killed.
+    pub async fn ping(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Subprocess { connection, .. } => Ok(connection.ping().await?),
+            Backend::Wasm { loaded, .. } if loaded.is_killed() => Err(self.killed()),
+            Backend::Wasm { .. } => Ok(()),
+        }
+    }
+
+    /// Stops the plugin. A component drops its idle instances and every later call, through
+    /// any interface dispensed from this client, fails with [`Error::Killed`]; calls already
+    /// running finish. An executable is asked to shut down, given the grace period (2 s) and
+    /// then killed, and always reaped. Calling it again does nothing.
     pub async fn kill(&self) {
-        self.loaded.kill();
+        match &self.backend {
+            Backend::Wasm { loaded, .. } => loaded.kill(),
+            Backend::Subprocess { connection, .. } => connection.kill().await,
+        }
     }
 
-    /// Whether the plugin was killed.
+    /// Whether the plugin was killed, or (an executable) its process has exited.
     pub fn exited(&self) -> bool {
-        self.loaded.is_killed()
+        match &self.backend {
+            Backend::Wasm { loaded, .. } => loaded.is_killed(),
+            Backend::Subprocess { connection, .. } => connection.killed() || connection.exited(),
+        }
+    }
+}
+
+/// Resolves [`ClientConfig::file`] from the file's first bytes.
+async fn detect(config: &ClientConfig, path: &std::path::Path) -> Result<Source> {
+    use tokio::io::AsyncReadExt;
+    let read_error = |source| Error::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
+    let mut head = [0u8; 16];
+    let mut filled = 0;
+    while filled < head.len() {
+        let read = file.read(&mut head[filled..]).await.map_err(read_error)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    match FileKind::detect(&head[..filled]) {
+        FileKind::Elf | FileKind::MachO | FileKind::Pe | FileKind::Script => Ok(Source::Command {
+            path: path.to_owned(),
+            args: Vec::new(),
+        }),
+        FileKind::Component => Ok(Source::WasmFile(path.to_owned())),
+        found => Err(Error::NotAComponent {
+            plugin: config.plugin_name(),
+            found,
+        }),
     }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("name", &self.name())
-            .field("checksum", &self.checksum)
-            .field("cache", &self.cache)
+        let mut debug = f.debug_struct("Client");
+        debug.field("name", &self.name());
+        match &self.backend {
+            Backend::Wasm {
+                checksum, cache, ..
+            } => {
+                debug.field("checksum", checksum).field("cache", cache);
+            }
+            Backend::Subprocess { connection, .. } => {
+                debug.field("connection", connection);
+            }
+        }
+        debug
             .field("exited", &self.exited())
             .finish_non_exhaustive()
     }

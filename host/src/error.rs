@@ -239,6 +239,22 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+
+    /// The adapter cannot build its interface from this kind of plugin (a wasm-only adapter
+    /// given a go-plugin executable, or the reverse).
+    #[error("adapter {adapter} cannot use plugin {plugin}: it has no {backend} half")]
+    BackendUnsupported {
+        /// The plugin's name.
+        plugin: String,
+        /// The adapter's name.
+        adapter: String,
+        /// The backend it lacks (`wasm` or `gRPC`).
+        backend: &'static str,
+    },
+
+    /// Launching, talking to or stopping a go-plugin plugin failed.
+    #[error(transparent)]
+    Subprocess(#[from] plinth_subprocess::Error),
 }
 
 impl Error {
@@ -259,7 +275,9 @@ impl Error {
             | Error::UnknownFunction { plugin, .. }
             | Error::AmbiguousFunction { plugin, .. }
             | Error::Argument { plugin, .. }
+            | Error::BackendUnsupported { plugin, .. }
             | Error::Killed { plugin } => Some(plugin),
+            Error::Subprocess(_) => None,
             Error::UnknownPlugin { name, .. } | Error::TypeMismatch { name, .. } => Some(name),
             Error::Read { .. }
             | Error::InvalidChecksum { .. }

@@ -33,14 +33,21 @@
 mod client;
 mod discover;
 mod error;
+mod grpc;
 mod kind;
 mod plugin;
 mod secure;
 pub mod wasm;
 
-pub use client::{Client, ClientConfig};
+/// The go-plugin wire protocol underneath executable plugins: handshake, transport, broker,
+/// reattach. Most hosts only need the items re-exported at the crate root.
+pub use plinth_subprocess as subprocess;
+
+pub use client::{Client, ClientConfig, cleanup_clients};
 pub use discover::discover;
 pub use error::{Error, Result};
+pub use grpc::{GrpcConn, MAX_MESSAGE_SIZE};
 pub use kind::FileKind;
+pub use plinth_subprocess::{HandshakeConfig, Protocol, ReattachConfig};
 pub use plugin::{Plugin, PluginSet};
 pub use secure::Checksum;

@@ -1,9 +1,11 @@
 //! The per-interface adapter a host author writes, and sets of them.
 //!
-//! A [`Plugin`] says how to build the host's typed interface (`Arc<dyn Kv>`) from a plugin:
-//! which WIT interface versions it binds, which host imports it adds, and how it wraps the
-//! instance pool. It plays the part of go-plugin's `Plugin` (whose `GRPCClient` builds the typed
-//! client); several versions in [`Plugin::wasm_exports`] play the part of `VersionedPlugins`.
+//! A [`Plugin`] says how to build the host's typed interface (`Arc<dyn Kv>`) from a plugin: for
+//! a wasm component, which WIT interface versions it binds, which host imports it adds, and how
+//! it wraps the instance pool; for a go-plugin executable, how it wraps the gRPC connection
+//! ([`Plugin::from_grpc`], go-plugin's `GRPCClient`). Several versions in
+//! [`Plugin::wasm_exports`] play the part of `VersionedPlugins` for components; for executables
+//! the negotiated application protocol version is [`GrpcConn::version`].
 //! A [`PluginSet`] holds adapters by name for [`Client::dispense_named`](crate::Client::dispense_named).
 
 use std::any::{Any, TypeId};
@@ -12,7 +14,8 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::grpc::GrpcConn;
 use crate::wasm::{HostState, Instance};
 
 /// An adapter from a plugin to the host's typed interface.
@@ -25,10 +28,13 @@ use crate::wasm::{HostState, Instance};
 ///     fn from_wasm(&self, instance: plinth::wasm::Instance) -> plinth::Result<Arc<dyn Kv>> {
 ///         Ok(Arc::new(WasmKv { pool: instance.pool()? }))
 ///     }
+///     fn from_grpc(&self, conn: plinth::GrpcConn) -> plinth::Result<Arc<dyn Kv>> {
+///         Ok(Arc::new(GrpcKv { client: KvClient::new(conn.channel()), conn }))
+///     }
 /// }
 /// ```
-// `from_wasm` (and, with the subprocess backend, `from_grpc`) build from a plugin, and take
-// `&self` because the adapter carries its own settings: the names follow go-plugin's adapters.
+// `from_wasm` and `from_grpc` build from a plugin, and take `&self` because the adapter
+// carries its own settings: the names follow go-plugin's adapters.
 #[allow(clippy::wrong_self_convention)]
 pub trait Plugin: Send + Sync + 'static {
     /// The interface the host calls, usually a trait object (`dyn Kv`).
@@ -39,8 +45,10 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The WIT interfaces this adapter can bind, one per supported version
     /// (`"plinth:kv/store@0.1.0"`). Dispensing picks the highest one the component exports;
-    /// [`Instance::interface`] says which.
-    fn wasm_exports(&self) -> &[&str];
+    /// [`Instance::interface`] says which. Default: none (a gRPC-only adapter).
+    fn wasm_exports(&self) -> &[&str] {
+        &[]
+    }
 
     /// Adds the host imports this interface needs (callbacks such as the counter's
     /// `add-helper`) to the linker. WASI and `plinth:host` are already there.
@@ -49,8 +57,24 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Builds the interface from a linked component.
-    fn from_wasm(&self, instance: Instance) -> Result<Arc<Self::Interface>>;
+    /// Builds the interface from a linked component. Default: [`Error::BackendUnsupported`].
+    fn from_wasm(&self, instance: Instance) -> Result<Arc<Self::Interface>> {
+        Err(Error::BackendUnsupported {
+            plugin: instance.plugin_name().to_owned(),
+            adapter: self.name().to_owned(),
+            backend: "wasm",
+        })
+    }
+
+    /// Builds the interface from a connection to a go-plugin executable (go-plugin's
+    /// `GRPCClient`). Default: [`Error::BackendUnsupported`].
+    fn from_grpc(&self, conn: GrpcConn) -> Result<Arc<Self::Interface>> {
+        Err(Error::BackendUnsupported {
+            plugin: conn.name().to_owned(),
+            adapter: self.name().to_owned(),
+            backend: "gRPC",
+        })
+    }
 }
 
 /// A [`Plugin`] with its interface type erased, so adapters of different interfaces can share
@@ -63,6 +87,8 @@ pub(crate) trait ErasedPlugin: Send + Sync {
     fn interface_type(&self) -> (TypeId, &'static str);
     /// Returns a `Box<Arc<Interface>>`.
     fn from_wasm_erased(&self, instance: Instance) -> Result<Box<dyn Any + Send + Sync>>;
+    /// Returns a `Box<Arc<Interface>>`.
+    fn from_grpc_erased(&self, conn: GrpcConn) -> Result<Box<dyn Any + Send + Sync>>;
 }
 
 impl<P: Plugin> ErasedPlugin for P {
@@ -87,6 +113,10 @@ impl<P: Plugin> ErasedPlugin for P {
 
     fn from_wasm_erased(&self, instance: Instance) -> Result<Box<dyn Any + Send + Sync>> {
         Ok(Box::new(self.from_wasm(instance)?))
+    }
+
+    fn from_grpc_erased(&self, conn: GrpcConn) -> Result<Box<dyn Any + Send + Sync>> {
+        Ok(Box::new(self.from_grpc(conn)?))
     }
 }
 

@@ -60,7 +60,9 @@ async fn demo() -> anyhow::Result<()> {
         String::from_utf8_lossy(&kv.get("hello").await?)
     );
     println!("get(nothing) -> {}", kv.get("nothing").await.unwrap_err());
-    println!("sha256 to pin: {}", kv_client.checksum());
+    if let Some(checksum) = kv_client.checksum() {
+        println!("sha256 to pin: {checksum}");
+    }
 
     section("kv-files: a granted directory");
     let dir = std::env::temp_dir().join(format!("plinth-demo-{}", std::process::id()));

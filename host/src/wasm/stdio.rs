@@ -53,6 +53,27 @@ impl std::fmt::Debug for Output {
 #[derive(Clone)]
 pub struct SharedWriter(Arc<Mutex<dyn Write + Send>>);
 
+/// A sink for an executable plugin's synced output: chunks joined into lines, each emitted
+/// to `output` as a guest's would be.
+pub(crate) fn chunk_sink(
+    plugin: Arc<str>,
+    stream: Stream,
+    output: Output,
+) -> plinth_subprocess::Sink {
+    let writer = Mutex::new(LineWriter {
+        plugin,
+        stream,
+        output,
+        partial: Vec::new(),
+    });
+    Arc::new(move |chunk: &[u8]| {
+        writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(chunk);
+    })
+}
+
 /// Which of the guest's two output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stream {

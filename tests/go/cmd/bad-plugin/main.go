@@ -67,7 +67,7 @@ func main() {
 	case "unreachable":
 		handshake("1|1|unix|/nonexistent/plinth/plugin.sock|grpc|")
 	case "badcert":
-		handshake("1|1|unix|/tmp/plinth-none.sock|grpc|***not base64***")
+		handshake("1|1|unix|/tmp/plinth-none.sock|grpc|" + strings.Repeat("*not base64*", 6))
 	case "version9":
 		config := shared.Handshake
 		config.ProtocolVersion = 9

@@ -1,0 +1,221 @@
+//! The one error type of `plinth-subprocess`.
+//!
+//! Every variant names the plugin and says what was expected and what was found; errors raised
+//! after the plugin process started carry the tail of its stderr, because that is where a
+//! plugin explains itself (a wrong cookie, a missing library, a panic).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::handshake::{HandshakeError, Protocol};
+
+/// `Result` with [`Error`] as its default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong while launching, connecting to or calling a go-plugin plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration cannot work as given.
+    #[error("invalid plugin configuration: {reason}")]
+    Config {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The plugin executable could not be read (for its checksum) or is missing.
+    #[error("cannot read plugin executable {}: {source}", path.display())]
+    ReadExecutable {
+        /// The executable that was asked for.
+        path: PathBuf,
+        /// Why reading failed.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The executable does not hash to the pinned checksum; it was not started.
+    #[error(
+        "checksum mismatch for plugin executable {}: expected sha256 {expected}, found {actual}",
+        path.display()
+    )]
+    ChecksumMismatch {
+        /// The executable.
+        path: PathBuf,
+        /// The pinned sha256, in hex.
+        expected: String,
+        /// The sha256 of the file on disk, in hex.
+        actual: String,
+    },
+
+    /// The operating system refused to start the executable.
+    #[error("cannot start plugin {plugin} ({}): {source}", path.display())]
+    Spawn {
+        /// The plugin's name.
+        plugin: String,
+        /// The executable.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The plugin exited before printing its handshake line — often a wrong magic cookie
+    /// (the plugin says so on stderr), a crash, or not a plugin at all.
+    #[error(
+        "plugin {plugin} exited before the handshake ({status}){}",
+        tail(stderr)
+    )]
+    ExitedBeforeHandshake {
+        /// The plugin's name.
+        plugin: String,
+        /// How it exited (`exit status: 1`, `signal: 9`).
+        status: String,
+        /// The last lines it wrote to stderr.
+        stderr: String,
+    },
+
+    /// The plugin printed no handshake line within the start timeout; it was killed.
+    #[error(
+        "plugin {plugin} printed no handshake line within {timeout:?}; it was killed{}",
+        tail(stderr)
+    )]
+    StartTimeout {
+        /// The plugin's name.
+        plugin: String,
+        /// The start timeout that passed.
+        timeout: Duration,
+        /// The last lines it wrote to stderr.
+        stderr: String,
+    },
+
+    /// The plugin's handshake line is malformed or asks for something this host cannot do.
+    #[error(
+        "plugin {plugin} sent an unusable handshake line {line:?}: {reason}{}",
+        tail(stderr)
+    )]
+    Handshake {
+        /// The plugin's name.
+        plugin: String,
+        /// The line as received (cut to 512 bytes).
+        line: String,
+        /// What is wrong with it.
+        #[source]
+        reason: HandshakeError,
+        /// The last lines it wrote to stderr.
+        stderr: String,
+    },
+
+    /// The plugin chose an application protocol version the host did not offer.
+    #[error(
+        "plugin {plugin} speaks application protocol version {found}; this host supports {offered:?}"
+    )]
+    VersionMismatch {
+        /// The plugin's name.
+        plugin: String,
+        /// The version in the plugin's handshake.
+        found: u32,
+        /// The versions the host offered.
+        offered: Vec<u32>,
+    },
+
+    /// The plugin speaks an RPC protocol the host does not allow (or this build lacks).
+    #[error("plugin {plugin} speaks {found}, which {why}; allowed: {allowed:?}")]
+    UnsupportedProtocol {
+        /// The plugin's name.
+        plugin: String,
+        /// The protocol in the handshake.
+        found: Protocol,
+        /// The protocols the host allows.
+        allowed: Vec<Protocol>,
+        /// Why it cannot be used.
+        why: &'static str,
+    },
+
+    /// Dialing the plugin's address failed.
+    #[error("cannot connect to plugin {plugin} at {address}: {reason}")]
+    Connect {
+        /// The plugin's name.
+        plugin: String,
+        /// The address dialed.
+        address: String,
+        /// Why it failed (including TLS handshake failures).
+        reason: String,
+    },
+
+    /// TLS material is unusable (a certificate that does not parse, a key rustls refuses).
+    #[error("TLS setup for plugin {plugin} failed: {reason}")]
+    Tls {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A gRPC call to the plugin failed while the plugin kept running.
+    #[error("call {method} to plugin {plugin} failed: {}: {}", status.code(), status.message())]
+    Rpc {
+        /// The plugin's name.
+        plugin: String,
+        /// The method called (`/proto.KV/Get`, or a name the adapter chose).
+        method: String,
+        /// The gRPC status returned.
+        status: Box<tonic::Status>,
+    },
+
+    /// The plugin process ended while the host still used it (a crash, or killed from outside).
+    #[error("plugin {plugin} exited ({status}) while in use{}", tail(stderr))]
+    Exited {
+        /// The plugin's name.
+        plugin: String,
+        /// How it exited.
+        status: String,
+        /// The last lines it wrote to stderr.
+        stderr: String,
+    },
+
+    /// The plugin was killed by the host; nothing more can be called on it.
+    #[error("plugin {plugin} was killed")]
+    Killed {
+        /// The plugin's name.
+        plugin: String,
+    },
+
+    /// A broker connection could not be set up.
+    #[error("broker of plugin {plugin}, connection {id}: {reason}")]
+    Broker {
+        /// The plugin's name.
+        plugin: String,
+        /// The broker id.
+        id: u32,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A reattach configuration could not be used.
+    #[error("cannot reattach to plugin {plugin}: {reason}")]
+    Reattach {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// An I/O error the host hit on its own side (binding a broker socket, a temp dir).
+    #[error("{context}: {source}")]
+    Io {
+        /// What the host was doing.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Formats a stderr tail as a suffix of an error message.
+fn tail(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends with:\n{}", stderr.trim_end())
+    }
+}

@@ -1,0 +1,44 @@
+//! go-plugin's wire protocol for Plinth.
+//!
+//! This crate launches unmodified go-plugin executables and talks to them exactly as a Go host
+//! would: the handshake line, the magic cookie, version negotiation, AutoMTLS, the broker, the
+//! controller, stdio and hclog logs, reattach and checksums. `plinth` builds its subprocess
+//! backend on it; hosts normally use it through `plinth::Client`.
+
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod handshake;
+pub mod logs;
+pub mod reattach;
+pub mod stdio;
+pub mod transport;
+
+mod connection;
+mod controller;
+mod error;
+mod health;
+mod mux;
+mod process;
+
+pub use broker::{Broker, BrokerServer};
+pub use connection::{
+    Config, Connection, DEFAULT_KILL_GRACE, DEFAULT_START_TIMEOUT, cleanup_clients,
+};
+pub use error::{Error, Result};
+pub use handshake::{Address, HandshakeConfig, HandshakeLine, Protocol};
+pub use reattach::ReattachConfig;
+pub use stdio::{Sink, StdioSinks};
+
+/// Generated code for go-plugin's own services.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    /// go-plugin's `plugin` package: broker, controller and stdio.
+    pub mod plugin {
+        tonic::include_proto!("plugin");
+    }
+    /// The standard gRPC health protocol.
+    pub mod health {
+        tonic::include_proto!("grpc.health.v1");
+    }
+}

@@ -1,0 +1,534 @@
+//! End-to-end tests of the subprocess backend against real go-plugin executables: the Go
+//! fixtures in `tests/go` (built by `cargo xtask go` with go-plugin v1.8.0), driven through the
+//! `plinth` API — the same adapters and calls a host uses for wasm components.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use plinth::subprocess::{Error as WireError, HandshakeConfig, Protocol};
+use plinth::{Client, ClientConfig, Error, PluginSet};
+use plinth_examples::counter::{AddHelper, Counter, CounterPlugin};
+use plinth_examples::kv::{Kv, KvPlugin};
+use plinth_examples::{go_plugin, handshake};
+use plinth_interop::{Capture, SharedBuffer, guest};
+
+fn go(name: &str) -> std::path::PathBuf {
+    let path = go_plugin(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the Go fixtures with `cargo xtask go`",
+        path.display()
+    );
+    path
+}
+
+fn command(name: &str) -> ClientConfig {
+    ClientConfig::command(go(name)).handshake(handshake())
+}
+
+async fn kv_of(config: ClientConfig) -> (Client, Arc<dyn Kv>) {
+    let client = Client::start(config).await.expect("the plugin starts");
+    let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
+    (client, kv)
+}
+
+async fn put_get(kv: &dyn Kv) {
+    kv.put("hello", b"world").await.expect("put");
+    assert_eq!(kv.get("hello").await.expect("get"), b"world");
+}
+
+fn wire(error: Error) -> WireError {
+    match error {
+        Error::Subprocess(inner) => inner,
+        other => panic!("expected a subprocess error, got {other:?}"),
+    }
+}
+
+async fn start_error(config: ClientConfig) -> WireError {
+    wire(Client::start(config).await.expect_err("the start fails"))
+}
+
+fn process_gone(pid: u32) -> bool {
+    // A zombie still has a /proc entry; reaped processes have none.
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispensing and calling
+
+#[tokio::test]
+async fn kv_from_a_go_plugin_with_auto_mtls() {
+    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    put_get(&*kv).await;
+    let missing = kv.get("nothing").await.unwrap_err();
+    assert!(
+        missing.to_string().contains("no value stored under key"),
+        "{missing}"
+    );
+    assert_eq!(client.negotiated_version(), Some(1));
+    client.ping().await.expect("ping");
+    client.kill().await;
+}
+
+#[tokio::test]
+async fn kv_from_a_go_plugin_in_plaintext() {
+    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    put_get(&*kv).await;
+    client.kill().await;
+}
+
+#[tokio::test]
+async fn alpn_enforcing_grpc_go_accepts_our_tls() {
+    let (client, kv) = kv_of(command("kv-plugin-alpn").auto_mtls(true)).await;
+    put_get(&*kv).await;
+    client.kill().await;
+}
+
+#[tokio::test]
+async fn tcp_transport_with_and_without_tls() {
+    for mtls in [false, true] {
+        let config = ClientConfig::command(go("tcp-relay"))
+            .args([go("kv-plugin")])
+            .handshake(handshake())
+            .auto_mtls(mtls);
+        let (client, kv) = kv_of(config).await;
+        let address = client.connection().unwrap().address().clone();
+        assert!(
+            matches!(address, plinth::subprocess::Address::Tcp(_)),
+            "{address:?}"
+        );
+        put_get(&*kv).await;
+        client.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn one_host_program_dispenses_kv_from_wasm_and_from_go() {
+    for path in [guest("kv"), go("kv-plugin")] {
+        let config = ClientConfig::file(&path).handshake(handshake());
+        let client = Client::start(config).await.expect("starts");
+        let kv = client.dispense(&KvPlugin).await.expect("dispenses");
+        put_get(&*kv).await;
+        client.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn dispense_named_uses_the_set_of_the_negotiated_version() {
+    let sets = [(2, PluginSet::new()), (3, PluginSet::new().with(KvPlugin))].into();
+    let client = Client::start(command("multi-version").versioned_plugins(sets))
+        .await
+        .unwrap();
+    assert_eq!(client.negotiated_version(), Some(3));
+    let kv: Arc<dyn Kv> = client.dispense_named("kv").await.unwrap();
+    kv.put("k", b"v").await.unwrap();
+    assert_eq!(kv.get("k").await.unwrap(), b"v3:v");
+    client.kill().await;
+
+    let sets = [(2, PluginSet::new().with(KvPlugin))].into();
+    let client = Client::start(command("multi-version").versioned_plugins(sets))
+        .await
+        .unwrap();
+    assert_eq!(client.negotiated_version(), Some(2));
+    let kv: Arc<dyn Kv> = client.dispense_named("kv").await.unwrap();
+    kv.put("k", b"v").await.unwrap();
+    assert_eq!(kv.get("k").await.unwrap(), b"v2:v");
+    client.kill().await;
+}
+
+struct Adder;
+
+#[async_trait]
+impl AddHelper for Adder {
+    async fn sum(&self, a: i64, b: i64) -> plinth::Result<i64> {
+        Ok(a + b)
+    }
+}
+
+#[tokio::test]
+async fn counter_calls_back_into_the_host_through_the_broker() {
+    for (mtls, multiplex) in [(false, false), (true, false), (false, true), (true, true)] {
+        let config = command("counter-plugin")
+            .auto_mtls(mtls)
+            .multiplex(multiplex);
+        let client = Client::start(config).await.unwrap();
+        let counter: Arc<dyn Counter> = client.dispense(&CounterPlugin).await.unwrap();
+        for value in [1, 2, 39] {
+            counter
+                .put("n", value, Arc::new(Adder))
+                .await
+                .unwrap_or_else(|e| panic!("put with mtls={mtls} multiplex={multiplex}: {e}"));
+        }
+        assert_eq!(counter.get("n").await.unwrap(), 42);
+        client.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn host_dials_a_service_the_plugin_offers() {
+    for (mtls, multiplex) in [(false, false), (true, false), (true, true)] {
+        let client = Client::start(command("broker-offer").auto_mtls(mtls).multiplex(multiplex))
+            .await
+            .unwrap();
+        let connection = client.connection().unwrap();
+        let channel = connection
+            .broker()
+            .dial(1)
+            .await
+            .unwrap_or_else(|e| panic!("dial with mtls={mtls} multiplex={multiplex}: {e}"));
+        let mut offered = plinth_examples::proto::kv_client::KvClient::new(channel);
+        offered
+            .put(plinth_examples::proto::PutRequest {
+                key: "k".into(),
+                value: b"offered".to_vec(),
+            })
+            .await
+            .unwrap();
+        let value = offered
+            .get(plinth_examples::proto::GetRequest { key: "k".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .value;
+        assert_eq!(value, b"offered");
+        client.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn dialing_an_id_nobody_offers_times_out_with_a_typed_error() {
+    let client = Client::start(command("kv-plugin").auto_mtls(false))
+        .await
+        .unwrap();
+    let error = client
+        .connection()
+        .unwrap()
+        .broker()
+        .dial(77)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, WireError::Broker { id: 77, .. }),
+        "{error:?}"
+    );
+    client.kill().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs and output
+
+#[tokio::test(flavor = "current_thread")]
+async fn hclog_and_plain_stderr_become_tracing_events_and_stdio_is_synced() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let stdout = SharedBuffer::default();
+    let stderr = SharedBuffer::default();
+    let config = command("noisy")
+        .stdout(plinth::wasm::Output::writer(stdout.clone()))
+        .stderr(plinth::wasm::Output::writer(stderr.clone()));
+    let (client, kv) = kv_of(config).await;
+    assert_eq!(kv.get("k").await.unwrap(), b"noisy:k");
+    // Output and logs travel on their own streams; give them a moment to arrive.
+    for _ in 0..100 {
+        if stdout.text().contains("to stdout") && capture.events("plinth::plugin").len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = capture.events("plinth::plugin");
+    let find = |message: &str| {
+        events
+            .iter()
+            .find(|e| e.field("message") == Some(message))
+            .unwrap_or_else(|| panic!("no event {message:?} in {events:?}"))
+    };
+    assert_eq!(find("debug line").level, tracing::Level::DEBUG);
+    assert_eq!(find("info line").level, tracing::Level::INFO);
+    assert_eq!(find("warn line").level, tracing::Level::WARN);
+    let error = find("error line");
+    assert_eq!(error.level, tracing::Level::ERROR);
+    assert_eq!(error.field("plugin"), Some("noisy"));
+    let fields = error.field("fields").unwrap_or_default();
+    assert!(
+        fields.contains("err=boom") && fields.contains("key=k"),
+        "{fields}"
+    );
+    assert_eq!(find("plain text line").level, tracing::Level::WARN);
+    assert_eq!(stdout.text(), "to stdout\n");
+    assert_eq!(stderr.text(), "to stderr\n");
+    client.kill().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+#[tokio::test]
+async fn kill_shuts_the_plugin_down_gracefully_and_reaps_it() {
+    let (client, kv) = kv_of(command("kv-plugin")).await;
+    let pid = client.connection().unwrap().pid().unwrap();
+    let started = std::time::Instant::now();
+    client.kill().await;
+    assert!(started.elapsed() < Duration::from_secs(2), "needed SIGKILL");
+    assert!(client.exited());
+    assert_eq!(
+        client.connection().unwrap().exit_status().as_deref(),
+        Some("exit status: 0")
+    );
+    assert!(process_gone(pid), "pid {pid} was not reaped");
+    assert!(matches!(kv.get("x").await, Err(Error::Killed { .. })));
+    assert!(matches!(
+        client.dispense(&KvPlugin).await,
+        Err(Error::Killed { .. })
+    ));
+    client.kill().await; // a second kill does nothing
+}
+
+#[tokio::test]
+async fn dropping_the_client_ends_the_plugin() {
+    let (client, kv) = kv_of(command("kv-plugin")).await;
+    let pid = client.connection().unwrap().pid().unwrap();
+    drop(kv);
+    drop(client);
+    for _ in 0..200 {
+        if process_gone(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("pid {pid} outlived its client");
+}
+
+#[tokio::test]
+async fn a_plugin_killed_mid_call_fails_the_call_with_its_exit() {
+    struct Stall(tokio::sync::Notify);
+
+    #[async_trait]
+    impl AddHelper for Stall {
+        async fn sum(&self, _: i64, _: i64) -> plinth::Result<i64> {
+            self.0.notify_one();
+            std::future::pending().await
+        }
+    }
+
+    let client = Client::start(command("counter-plugin")).await.unwrap();
+    let counter = client.dispense(&CounterPlugin).await.unwrap();
+    let stall = Arc::new(Stall(tokio::sync::Notify::new()));
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let counter = counter.clone();
+            let stall = stall.clone();
+            tokio::spawn(async move { counter.put("n", 1, stall).await })
+        })
+        .collect();
+    stall.0.notified().await;
+    let pid = client.connection().unwrap().pid().unwrap();
+    // SAFETY: kill(2) on the plugin's own pid.
+    unsafe { libc_kill(pid) };
+    for call in calls {
+        let error = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call ends")
+            .unwrap()
+            .unwrap_err();
+        match wire(error) {
+            WireError::Exited { status, .. } => assert!(status.contains("9"), "{status}"),
+            other => panic!("expected Exited, got {other:?}"),
+        }
+    }
+    assert!(client.exited());
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
+
+unsafe fn libc_kill(pid: u32) {
+    unsafe { kill(pid as i32, 9) };
+}
+
+#[tokio::test]
+async fn reattach_connects_without_spawning_and_only_kills_when_told() {
+    let (owner, kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    kv.put("shared", b"state").await.unwrap();
+    let reattach = owner.reattach_config().unwrap();
+    let json = reattach.to_json();
+    assert!(json.contains(r#""Protocol":"grpc""#), "{json}");
+
+    let config = plinth::ReattachConfig::from_json(&json).unwrap();
+    let attached = Client::start(ClientConfig::reattach(config.clone()))
+        .await
+        .unwrap();
+    let kv2 = attached.dispense(&KvPlugin).await.unwrap();
+    assert_eq!(kv2.get("shared").await.unwrap(), b"state");
+    drop(kv2);
+    drop(attached);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        kv.get("shared").await.unwrap(),
+        b"state",
+        "dropping a reattached client killed the plugin"
+    );
+
+    let attached = Client::start(ClientConfig::reattach(config)).await.unwrap();
+    attached.kill().await;
+    let exited =
+        tokio::time::timeout(Duration::from_secs(5), owner.connection().unwrap().wait()).await;
+    assert!(
+        exited.is_ok(),
+        "kill through a reattached client did not end the plugin"
+    );
+    owner.kill().await;
+}
+
+#[tokio::test]
+async fn reattach_to_a_dead_process_is_a_typed_error() {
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    let config = owner.reattach_config().unwrap();
+    owner.kill().await;
+    let error = start_error(ClientConfig::reattach(config)).await;
+    assert!(matches!(error, WireError::Reattach { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn cleanup_clients_kills_every_managed_plugin() {
+    let (first, _a) = kv_of(command("kv-plugin").managed(true)).await;
+    let (second, _b) = kv_of(command("kv-plugin").managed(true)).await;
+    plinth::cleanup_clients().await;
+    assert!(first.exited() && second.exited());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: a typed error, and the host keeps running
+
+fn bad(mode: &str) -> ClientConfig {
+    command("bad-plugin").env("PLINTH_BAD_MODE", mode)
+}
+
+#[tokio::test]
+async fn wrong_cookie_reports_the_plugins_message() {
+    let config = ClientConfig::command(go("kv-plugin")).handshake(HandshakeConfig::new(
+        1,
+        "PLINTH_PLUGIN",
+        "not-kv",
+    ));
+    match start_error(config).await {
+        WireError::ExitedBeforeHandshake { status, stderr, .. } => {
+            assert_eq!(status, "exit status: 1");
+            assert!(stderr.contains("This binary is a plugin"), "{stderr}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn missing_handshake_is_a_config_error() {
+    let error = Client::start(ClientConfig::command(go("kv-plugin")))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Config { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn exit_before_handshake_carries_exit_code_and_stderr() {
+    match start_error(bad("exit")).await {
+        WireError::ExitedBeforeHandshake { status, stderr, .. } => {
+            assert_eq!(status, "exit status: 3");
+            assert!(stderr.contains("the configuration is missing"), "{stderr}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_handshake_lines_are_typed_errors() {
+    use plinth::subprocess::handshake::HandshakeError as H;
+    type Check = fn(&H) -> bool;
+    let cases: [(&str, Check); 5] = [
+        ("garbage", |e| matches!(e, H::TooFewFields { .. })),
+        ("short", |e| matches!(e, H::TooFewFields { found: 3 })),
+        ("oversized", |e| matches!(e, H::TooLong)),
+        ("core2", |e| matches!(e, H::CoreVersion { .. })),
+        ("badcert", |e| matches!(e, H::Certificate { .. })),
+    ];
+    for (mode, expected) in cases {
+        match start_error(bad(mode).auto_mtls(true)).await {
+            WireError::Handshake { reason, .. } => assert!(expected(&reason), "{mode}: {reason:?}"),
+            other => panic!("{mode}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn version_and_protocol_mismatches_are_typed_errors() {
+    match start_error(bad("version9")).await {
+        WireError::VersionMismatch { found, offered, .. } => {
+            assert_eq!((found, offered), (9, vec![1]));
+        }
+        other => panic!("{other:?}"),
+    }
+    match start_error(bad("netrpc")).await {
+        WireError::UnsupportedProtocol { found, .. } => assert_eq!(found, Protocol::NetRpc),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unreachable_address_is_a_connect_error() {
+    let error = start_error(bad("unreachable").auto_mtls(false)).await;
+    assert!(matches!(error, WireError::Connect { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn silent_plugin_hits_the_start_timeout_and_is_reaped() {
+    let started = std::time::Instant::now();
+    let error = start_error(bad("silent").start_timeout(Duration::from_millis(500))).await;
+    assert!(matches!(error, WireError::StartTimeout { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn checksum_mismatch_refuses_to_start() {
+    let wrong = plinth::Checksum::from_bytes([7; 32]);
+    let error = start_error(command("kv-plugin").checksum(wrong)).await;
+    assert!(
+        matches!(error, WireError::ChecksumMismatch { .. }),
+        "{error:?}"
+    );
+
+    let bytes = std::fs::read(go("kv-plugin")).unwrap();
+    let right = plinth::Checksum::of(&bytes);
+    let (client, kv) = kv_of(command("kv-plugin").checksum(right)).await;
+    put_get(&*kv).await;
+    assert_eq!(client.checksum(), Some(right));
+    client.kill().await;
+}
+
+#[tokio::test]
+async fn tls_with_the_wrong_peer_certificate_fails_to_connect() {
+    // A plugin that runs AutoMTLS with one host certificate refuses a host presenting another.
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    let stranger = plinth::subprocess::transport::Identity::generate().unwrap();
+    let server_cert = stranger.cert_der().clone();
+    let tls = stranger.client_config(server_cert).unwrap();
+    let config = ClientConfig::reattach(owner.reattach_config().unwrap()).tls(tls);
+    let error = start_error(config).await;
+    assert!(matches!(error, WireError::Reattach { .. }), "{error:?}");
+    owner.ping().await.expect("the plugin is unaffected");
+    owner.kill().await;
+}
+
+#[tokio::test]
+async fn a_wasm_only_adapter_refuses_an_executable() {
+    let client = Client::start(command("kv-plugin")).await.unwrap();
+    let error = client
+        .dispense(&plinth_examples::greeter::GreeterPlugin::new())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::BackendUnsupported { .. }),
+        "{error:?}"
+    );
+    client.kill().await;
+}
