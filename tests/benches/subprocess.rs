@@ -1,0 +1,153 @@
+//! Subprocess backend benchmarks against a Go host driving the same Go plugin in the same run.
+//!
+//! - `subprocess/kv_get_16/plinth`: one `get` of a 16-byte value through a dispensed
+//!   `Arc<dyn Kv>` backed by `tests/go/bin/kv-plugin` (Unix socket, plaintext — as the Go peer).
+//! - `subprocess/kv_get_16/plinth_mtls`: the same with AutoMTLS.
+//! - `subprocess/start_to_first_answer/plinth`: `Client::start` (spawn, handshake, connect),
+//!   dispense, and the first answered call; the kill afterwards is not timed.
+//!
+//! The peer is `tests/go/bin/go-host bench`, go-plugin v1.8.0's own client on the same binary;
+//! its figures and the ratios are printed after criterion's. Run with `cargo xtask bench`.
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use plinth::{Client, ClientConfig};
+use plinth_examples::kv::KvPlugin;
+use plinth_examples::{go_plugin, handshake};
+use tokio::runtime::Runtime;
+
+/// Total time and iterations of each measured figure, for the ratio table.
+static TOTALS: Mutex<Vec<(&'static str, Duration, u64)>> = Mutex::new(Vec::new());
+
+fn record(name: &'static str, elapsed: Duration, iterations: u64) {
+    let mut totals = TOTALS.lock().unwrap();
+    match totals.iter_mut().find(|(n, ..)| *n == name) {
+        Some((_, total, count)) => {
+            *total += elapsed;
+            *count += iterations;
+        }
+        None => totals.push((name, elapsed, iterations)),
+    }
+}
+
+fn mean_ns(name: &str) -> Option<f64> {
+    let totals = TOTALS.lock().unwrap();
+    totals
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|(_, total, count)| total.as_nanos() as f64 / (*count).max(1) as f64)
+}
+
+fn config(auto_mtls: bool) -> ClientConfig {
+    ClientConfig::command(go_plugin("kv-plugin"))
+        .handshake(handshake())
+        .auto_mtls(auto_mtls)
+}
+
+fn kv_get(c: &mut Criterion, runtime: &Runtime) {
+    let mut group = c.benchmark_group("subprocess/kv_get_16");
+    for (name, mtls) in [("plinth", false), ("plinth_mtls", true)] {
+        let (client, kv) = runtime.block_on(async {
+            let client = Client::start(config(mtls)).await.expect("kv-plugin starts");
+            let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
+            kv.put("key16", &[7u8; 16]).await.expect("put");
+            (client, kv)
+        });
+        let figure: &'static str = if mtls { "rtt_mtls" } else { "rtt" };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let began = Instant::now();
+                    for _ in 0..iterations {
+                        std::hint::black_box(kv.get("key16").await.expect("get"));
+                    }
+                    let elapsed = began.elapsed();
+                    record(figure, elapsed, iterations);
+                    elapsed
+                })
+            })
+        });
+        runtime.block_on(client.kill());
+    }
+    group.finish();
+}
+
+fn start_to_first_answer(c: &mut Criterion, runtime: &Runtime) {
+    let mut group = c.benchmark_group("subprocess/start_to_first_answer");
+    group.sample_size(20);
+    group.bench_function("plinth", |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iterations {
+                    let began = Instant::now();
+                    let client = Client::start(config(false)).await.expect("starts");
+                    let kv = client.dispense(&KvPlugin).await.expect("dispenses");
+                    assert!(kv.get("missing").await.is_err());
+                    timed += began.elapsed();
+                    client.kill().await;
+                }
+                record("startup", timed, iterations);
+                timed
+            })
+        })
+    });
+    group.finish();
+}
+
+/// The Go host's figures on the same binary: (rtt ns, startup ns).
+fn go_peer() -> Option<(f64, f64)> {
+    let host = go_plugin("go-host");
+    let output = Command::new(&host)
+        .args(["bench"])
+        .arg(go_plugin("kv-plugin"))
+        .arg("20000")
+        .output()
+        .map_err(|e| eprintln!("cannot run {}: {e}", host.display()))
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let figures: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|e| eprintln!("go-host printed {text:?}: {e}"))
+        .ok()?;
+    Some((figures["rtt_ns"].as_f64()?, figures["startup_ns"].as_f64()?))
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut criterion = Criterion::default().configure_from_args();
+    kv_get(&mut criterion, &runtime);
+    start_to_first_answer(&mut criterion, &runtime);
+    criterion.final_summary();
+
+    let Some((go_rtt, go_startup)) = go_peer() else {
+        eprintln!("the Go peer could not be measured; build it with `cargo xtask go`");
+        return;
+    };
+    println!("\nsubprocess figures, same run (goal: rtt <= 0.8x, startup <= 1.0x of the Go host)");
+    println!(
+        "{:<28} {:>12} {:>12} {:>8}",
+        "figure", "plinth", "go-host", "ratio"
+    );
+    for (name, go) in [
+        ("rtt", go_rtt),
+        ("rtt_mtls", go_rtt),
+        ("startup", go_startup),
+    ] {
+        if let Some(ours) = mean_ns(name) {
+            println!(
+                "{:<28} {:>10.1}us {:>10.1}us {:>7.2}x",
+                name,
+                ours / 1000.0,
+                go / 1000.0,
+                ours / go
+            );
+        }
+    }
+}
