@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use plinth::PluginChannel;
 use plinth::wasm::wasmtime::component::{HasSelf, Linker};
 use plinth::wasm::{HostState, Instance, Pool};
 use plinth::{GrpcConn, MAX_MESSAGE_SIZE, Plugin, Result};
 use tonic::service::Routes;
-use tonic::transport::Channel;
 
 use crate::proto::add_helper_server::{self, AddHelperServer};
 use crate::proto::counter_client::CounterClient;
@@ -100,7 +100,7 @@ impl Plugin for CounterPlugin {
 
 struct GrpcCounter {
     conn: GrpcConn,
-    client: CounterClient<Channel>,
+    client: CounterClient<PluginChannel>,
 }
 
 #[async_trait]

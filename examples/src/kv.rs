@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use plinth::PluginChannel;
 use plinth::wasm::{Instance, Pool};
 use plinth::{GrpcConn, MAX_MESSAGE_SIZE, Plugin, Result};
-use tonic::transport::Channel;
 
 use crate::proto::kv_client::KvClient;
 use crate::proto::{GetRequest, PutRequest};
@@ -66,7 +66,7 @@ impl Plugin for KvPlugin {
 
 struct GrpcKv {
     conn: GrpcConn,
-    client: KvClient<Channel>,
+    client: KvClient<PluginChannel>,
 }
 
 #[async_trait]

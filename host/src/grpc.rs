@@ -6,8 +6,8 @@
 //! turn failed calls into [`Error`]s with [`GrpcConn::error`], which tells a crashed plugin
 //! from a refused call.
 
+use plinth_subprocess::transport::PluginChannel;
 use plinth_subprocess::{Broker, Connection};
-use tonic::transport::Channel;
 
 use crate::error::Error;
 
@@ -27,7 +27,7 @@ impl GrpcConn {
 
     /// The channel to the plugin's gRPC services. Give generated clients
     /// [`MAX_MESSAGE_SIZE`] as their encoding and decoding limits, as a Go host does.
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> PluginChannel {
         self.connection.channel()
     }
 

@@ -48,6 +48,7 @@ pub use discover::discover;
 pub use error::{Error, Result};
 pub use grpc::{GrpcConn, MAX_MESSAGE_SIZE};
 pub use kind::FileKind;
+pub use plinth_subprocess::transport::PluginChannel;
 pub use plinth_subprocess::{HandshakeConfig, Protocol, ReattachConfig};
 pub use plugin::{Plugin, PluginSet};
 pub use secure::Checksum;

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::transport::PluginChannel;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::service::Routes;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::handshake::Address;
@@ -54,7 +54,7 @@ impl Broker {
     /// Creates the broker and the future that runs its stream; the caller owns that future.
     pub(crate) fn start(
         plugin: Arc<str>,
-        channel: Channel,
+        channel: PluginChannel,
         tls_client: Option<Arc<rustls::ClientConfig>>,
         tls_server: Option<Arc<rustls::ServerConfig>>,
         mux: Option<Mux>,
@@ -151,7 +151,7 @@ impl Broker {
 
     /// Connects to the service the plugin offers under `id`, waiting up to five seconds for
     /// the plugin to announce it.
-    pub async fn dial(&self, id: u32) -> Result<Channel> {
+    pub async fn dial(&self, id: u32) -> Result<PluginChannel> {
         let dialer = match &self.shared.mux {
             Some(mux) => self.knock(mux, id).await?,
             None => {
@@ -285,7 +285,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs the broker stream: sends the host's announcements and files the plugin's.
 async fn receive(
     shared: std::sync::Weak<Shared>,
-    channel: Channel,
+    channel: PluginChannel,
     requests: mpsc::UnboundedReceiver<ConnInfo>,
 ) {
     let mut client = GrpcBrokerClient::new(channel);

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::transport::PluginChannel;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -245,7 +245,7 @@ pub struct Connection {
 
 struct Inner {
     name: Arc<str>,
-    channel: Channel,
+    channel: PluginChannel,
     broker: Broker,
     version: u32,
     protocol: Protocol,
@@ -289,7 +289,7 @@ impl Connection {
 
     /// The gRPC channel to the plugin's services. Build clients with
     /// [`MAX_MESSAGE_SIZE`](crate::transport::MAX_MESSAGE_SIZE) as their limits to match Go.
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> PluginChannel {
         self.inner.channel.clone()
     }
 

@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::transport::PluginChannel;
 
 use crate::proto::plugin::Empty;
 use crate::proto::plugin::grpc_controller_client::GrpcControllerClient;
 
 /// Asks the plugin to shut down, waiting at most `timeout` for its answer. Returns whether the
 /// plugin answered.
-pub(crate) async fn shutdown(channel: Channel, timeout: Duration) -> bool {
+pub(crate) async fn shutdown(channel: PluginChannel, timeout: Duration) -> bool {
     let mut client = GrpcControllerClient::new(channel);
     matches!(
         tokio::time::timeout(timeout, client.shutdown(Empty {})).await,

@@ -1,6 +1,6 @@
 //! The gRPC health check go-plugin uses as `Ping`: the service `plugin` must be `SERVING`.
 
-use tonic::transport::Channel;
+use crate::transport::PluginChannel;
 
 use crate::proto::health::HealthCheckRequest;
 use crate::proto::health::health_check_response::ServingStatus;
@@ -10,7 +10,7 @@ use crate::proto::health::health_client::HealthClient;
 pub const SERVICE: &str = "plugin";
 
 /// Checks the plugin's health; `Ok(false)` when it answers but is not serving.
-pub(crate) async fn check(channel: Channel) -> Result<bool, tonic::Status> {
+pub(crate) async fn check(channel: PluginChannel) -> Result<bool, tonic::Status> {
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: SERVICE.to_owned(),

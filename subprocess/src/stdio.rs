@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::transport::PluginChannel;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::proto::plugin::grpc_stdio_client::GrpcStdioClient;
 use crate::proto::plugin::{Empty, stdio_data};
@@ -37,7 +37,7 @@ impl std::fmt::Debug for StdioSinks {
 }
 
 /// Streams the plugin's output into `sinks` until the stream ends.
-pub(crate) async fn run(plugin: Arc<str>, channel: Channel, sinks: StdioSinks) {
+pub(crate) async fn run(plugin: Arc<str>, channel: PluginChannel, sinks: StdioSinks) {
     let mut client =
         GrpcStdioClient::new(channel).max_decoding_message_size(crate::transport::MAX_MESSAGE_SIZE);
     let mut stream = match client.stream_stdio(Empty {}).await {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use http::Uri;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -20,7 +21,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::handshake::Address;
 
@@ -328,18 +328,80 @@ pub(crate) fn once(io: BoxIo, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer 
     })
 }
 
-/// A gRPC channel whose connections come from `dialer`; connects eagerly, so an unreachable
-/// plugin or a failed TLS handshake is reported here.
-pub(crate) async fn channel(dialer: Dialer) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_static("http://localhost");
-    let connector = tower::service_fn(move |_: Uri| {
-        let dial = dialer.clone();
-        async move { dial().await.map(TokioIo::new) }
-    });
-    endpoint
-        .connect_with_connector(connector)
+/// A gRPC channel to a plugin: one HTTP/2 connection, driven by its own task, that generated
+/// tonic clients call directly (`KvClient::new(channel)`).
+///
+/// Unlike tonic's `Channel` there is no request buffer and no reconnection in between: a call
+/// goes straight to the connection, and a plugin whose connection broke is gone anyway. Clones
+/// share the connection; it closes when the last clone is dropped.
+#[derive(Clone)]
+pub struct PluginChannel {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+impl std::fmt::Debug for PluginChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginChannel").finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, hyper::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        // HTTP/2 needs a scheme and an authority; generated clients only set the path. A Go
+        // plugin ignores the authority (a Go host sends `unused`).
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(http::uri::Authority::from_static("localhost"));
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+        Box::pin(self.send.send_request(request))
+    }
+}
+
+/// Opens a connection from `dialer` and runs the HTTP/2 handshake on it; an unreachable plugin
+/// or a failed TLS handshake is reported here.
+pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
+    let io = dialer().await.map_err(|error| describe(&error))?;
+    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor)
+        // Fixed windows large enough for big messages; adaptive windows would add BDP pings
+        // to the round trips of small calls.
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
+        .handshake(TokioIo::new(io))
         .await
-        .map_err(|error| describe(&error))
+        .map_err(|error| describe(&error))?;
+    // The task ends when the connection closes, which it does once every clone of the
+    // channel is dropped.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::trace!(%error, "plugin connection ended");
+        }
+    });
+    Ok(PluginChannel { send })
+}
+
+/// Runs hyper's connection-level tasks on tokio.
+#[derive(Clone, Copy)]
+struct TokioExecutor;
+
+impl<F> hyper::rt::Executor<F> for TokioExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
 }
 
 /// An error and its chain of sources, on one line.

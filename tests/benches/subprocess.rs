@@ -1,8 +1,10 @@
 //! Subprocess backend benchmarks against a Go host driving the same Go plugin in the same run.
 //!
-//! - `subprocess/kv_get_16/plinth`: one `get` of a 16-byte value through a dispensed
-//!   `Arc<dyn Kv>` backed by `tests/go/bin/kv-plugin` (Unix socket, plaintext — as the Go peer).
-//! - `subprocess/kv_get_16/plinth_mtls`: the same with AutoMTLS.
+//! - `subprocess/kv_get_16/{current_thread,multi_thread}/plinth`: one `get` of a 16-byte value
+//!   through a dispensed `Arc<dyn Kv>` backed by `tests/go/bin/kv-plugin` (Unix socket,
+//!   plaintext — as the Go peer), on a single-threaded and on a multi-threaded tokio runtime
+//!   (where each call crosses threads to reach the connection task).
+//! - `subprocess/kv_get_16/*/plinth_mtls`: the same with AutoMTLS (the Go peer has none).
 //! - `subprocess/start_to_first_answer/plinth`: `Client::start` (spawn, handshake, connect),
 //!   dispense, and the first answered call; the kill afterwards is not timed.
 //!
@@ -47,8 +49,8 @@ fn config(auto_mtls: bool) -> ClientConfig {
         .auto_mtls(auto_mtls)
 }
 
-fn kv_get(c: &mut Criterion, runtime: &Runtime) {
-    let mut group = c.benchmark_group("subprocess/kv_get_16");
+fn kv_get(c: &mut Criterion, runtime: &Runtime, flavor: &'static str) {
+    let mut group = c.benchmark_group(format!("subprocess/kv_get_16/{flavor}"));
     for (name, mtls) in [("plinth", false), ("plinth_mtls", true)] {
         let (client, kv) = runtime.block_on(async {
             let client = Client::start(config(mtls)).await.expect("kv-plugin starts");
@@ -56,7 +58,12 @@ fn kv_get(c: &mut Criterion, runtime: &Runtime) {
             kv.put("key16", &[7u8; 16]).await.expect("put");
             (client, kv)
         });
-        let figure: &'static str = if mtls { "rtt_mtls" } else { "rtt" };
+        let figure: &'static str = match (flavor, mtls) {
+            ("current_thread", false) => "rtt, current_thread runtime",
+            ("current_thread", true) => "rtt mtls, current_thread",
+            (_, false) => "rtt, multi_thread runtime",
+            (_, true) => "rtt mtls, multi_thread",
+        };
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
                 runtime.block_on(async {
@@ -116,13 +123,17 @@ fn go_peer() -> Option<(f64, f64)> {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let multi_thread = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     let mut criterion = Criterion::default().configure_from_args();
-    kv_get(&mut criterion, &runtime);
+    kv_get(&mut criterion, &runtime, "current_thread");
+    kv_get(&mut criterion, &multi_thread, "multi_thread");
     start_to_first_answer(&mut criterion, &runtime);
     criterion.final_summary();
 
@@ -135,11 +146,14 @@ fn main() {
         "{:<28} {:>12} {:>12} {:>8}",
         "figure", "plinth", "go-host", "ratio"
     );
-    for (name, go) in [
-        ("rtt", go_rtt),
-        ("rtt_mtls", go_rtt),
+    let figures = [
+        ("rtt, current_thread runtime", go_rtt),
+        ("rtt mtls, current_thread", go_rtt),
+        ("rtt, multi_thread runtime", go_rtt),
+        ("rtt mtls, multi_thread", go_rtt),
         ("startup", go_startup),
-    ] {
+    ];
+    for (name, go) in figures {
         if let Some(ours) = mean_ns(name) {
             println!(
                 "{:<28} {:>10.1}us {:>10.1}us {:>7.2}x",
