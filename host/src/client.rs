@@ -345,6 +345,10 @@ impl ClientConfig {
                 .file_stem()
                 .map(|stem| stem.to_string_lossy().into_owned())
                 .unwrap_or_else(|| path.display().to_string()),
+            Source::Detect(path) if path.extension().is_some_and(|e| e == "wasm") => path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
             Source::Command { path, .. } | Source::Detect(path) => path
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())

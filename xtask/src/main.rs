@@ -1,6 +1,6 @@
 //! The task runner behind the README's commands.
 //!
-//! `cargo xtask demo` builds the example guests and runs the demo; `cargo xtask test` builds
+//! `cargo xtask demo` builds the example guests and Go plugins and runs the demo; `cargo xtask test` builds
 //! everything the tests need and runs every test; `cargo xtask lint` runs the formatting,
 //! clippy and documentation checks CI runs; `cargo xtask bench` runs the benchmarks.
 //! Each installs what it needs (the `wasm32-wasip2` target) on a fresh machine.
@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <demo|test|lint|bench|guests|go>
 
-  demo    build the example guests and run the demo on them
+  demo    build the example guests and Go plugins and run the demo on them
   test    build the guests and run every test of the workspace
   lint    cargo fmt --check, clippy -D warnings and cargo doc (warnings denied)
   bench   build the guests and run the criterion benchmarks
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
 
 fn demo() -> Result<(), String> {
     guests()?;
+    go_fixtures()?;
     cargo(&["run", "--package", "plinth-examples", "--bin", "demo"])
 }
 

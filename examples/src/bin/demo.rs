@@ -1,7 +1,8 @@
-//! The Plinth demo: loads the bundled example guests and shows each feature once.
+//! The Plinth demo: loads the bundled example guests and Go plugins and shows each feature once.
 //!
-//! Run it with `cargo xtask demo` (or `cargo run -p plinth-examples --bin demo`); it builds the
-//! guests first.
+//! Run it with `cargo xtask demo`, which builds the wasm guests and the Go plugins (`tests/go`)
+//! first. (`cargo run -p plinth-examples --bin demo` builds the guests only and skips the Go part
+//! when its binaries are missing.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,8 @@ use plinth::wasm::{Access, Grants, Output};
 use plinth::{Client, ClientConfig, PluginSet};
 use plinth_examples::counter::{AddHelper, CounterPlugin};
 use plinth_examples::greeter::GreeterPlugin;
-use plinth_examples::guest;
 use plinth_examples::kv::{Kv, KvPlugin};
+use plinth_examples::{go_plugin, guest, handshake};
 
 /// The host's side of the counter's callback.
 struct HostAdder;
@@ -139,6 +140,62 @@ async fn demo() -> anyhow::Result<()> {
 
     kv_client.kill().await;
     println!("\nafter kill: {}", kv.get("hello").await.unwrap_err());
+
+    go_plugins().await
+}
+
+/// The same adapters on go-plugin executables written in Go.
+async fn go_plugins() -> anyhow::Result<()> {
+    if !go_plugin("kv-plugin").exists() {
+        println!("\n(the Go plugins are not built; `cargo xtask demo` builds them)");
+        return Ok(());
+    }
+    section("one host, two kinds of plugin: the kv adapter on a component and on a Go executable");
+    for path in [guest("kv"), go_plugin("kv-plugin")] {
+        // `file` looks at the first bytes: a component is loaded, an executable launched.
+        let client = Client::start(ClientConfig::file(&path).handshake(handshake())).await?;
+        let kv = client.dispense(&KvPlugin).await?;
+        kv.put("from", b"the same host code").await?;
+        let value = kv.get("from").await?;
+        let kind = match client.connection() {
+            Some(connection) => format!(
+                "go-plugin executable, gRPC v{} over {} with AutoMTLS",
+                connection.negotiated_version(),
+                connection.address().network()
+            ),
+            None => "wasm component, in-process".to_owned(),
+        };
+        println!(
+            "{:<14} {kind}: get(from) -> {:?}",
+            client.name(),
+            String::from_utf8_lossy(&value)
+        );
+        client.kill().await;
+    }
+
+    section("counter: the Go plugin calls the host back through the broker");
+    let client =
+        Client::start(ClientConfig::command(go_plugin("counter-plugin")).handshake(handshake()))
+            .await?;
+    let counter = client.dispense(&CounterPlugin).await?;
+    for value in [1, 2, 39] {
+        counter.put("n", value, Arc::new(HostAdder)).await?;
+    }
+    println!("put 1, 2, 39 -> get(n) = {}", counter.get("n").await?);
+
+    section("reattach: what another host needs to attach to the running plugin");
+    let config = client
+        .reattach_config()
+        .context("an executable has a reattach config")?;
+    println!("{}", config.to_json());
+    client.kill().await;
+    println!(
+        "killed: {}",
+        client
+            .connection()
+            .and_then(|c| c.exit_status())
+            .unwrap_or_default()
+    );
     Ok(())
 }
 
