@@ -532,3 +532,27 @@ async fn a_wasm_only_adapter_refuses_an_executable() {
     );
     client.kill().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_go_panic_mid_call_is_an_exit_error_and_error_level_logs() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let (client, kv) = kv_of(command("noisy")).await;
+    match wire(kv.get("panic").await.unwrap_err()) {
+        WireError::Exited { status, stderr, .. } => {
+            assert_eq!(status, "exit status: 2");
+            assert!(
+                stderr.contains("panic: noisy was asked to panic"),
+                "{stderr}"
+            );
+        }
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    let events = capture.events("plinth::plugin");
+    let panic_line = events
+        .iter()
+        .find(|e| e.field("message").is_some_and(|m| m.starts_with("panic: ")))
+        .unwrap_or_else(|| panic!("no panic event in {events:?}"));
+    assert_eq!(panic_line.level, tracing::Level::ERROR);
+    assert!(client.exited());
+}

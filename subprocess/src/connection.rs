@@ -468,16 +468,23 @@ impl Drop for Inner {
         if self.killed.load(Ordering::Acquire) {
             return;
         }
-        // A launched process is killed and reaped by its waiter when `Process` drops; ask for
-        // a clean shutdown first when a runtime is at hand, so the plugin can tidy up.
-        if let Owner::Launched(process) = &self.owner
-            && process.exit_status().is_none()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
+        // A launched process is killed and reaped by its waiter when `Process` drops. When a
+        // runtime is at hand, the process moves into a task that first asks for a clean
+        // shutdown and waits the grace period, so the plugin can tidy up.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let placeholder = Owner::Reattached { pid: 0, test: true };
+        if let Owner::Launched(process) = std::mem::replace(&mut self.owner, placeholder) {
+            if process.exit_status().is_some() {
+                return;
+            }
             let channel = self.channel.clone();
             let grace = self.kill_grace;
             runtime.spawn(async move {
                 controller::shutdown(channel, grace).await;
+                process.wait_timeout(grace).await;
+                // Dropping `process` kills it if it is still running.
             });
         }
     }

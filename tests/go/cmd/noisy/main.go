@@ -1,6 +1,7 @@
 // noisy serves KV and, on every Get, logs through hclog at each level (JSON on stderr, as
 // go-plugin plugins do), logs a plain-text line through the standard logger, and writes to its
-// own stdout and stderr (which go-plugin ships to the host over GRPCStdio).
+// own stdout and stderr (which go-plugin ships to the host over GRPCStdio). A Get of the key
+// "panic" panics, which kills the plugin mid-call with a Go panic on its stderr.
 package main
 
 import (
@@ -21,6 +22,9 @@ type noisy struct {
 }
 
 func (n *noisy) Get(key string) ([]byte, error) {
+	if key == "panic" {
+		panic("noisy was asked to panic")
+	}
 	n.logger.Trace("trace line", "key", key)
 	n.logger.Debug("debug line", "key", key, "n", 1)
 	n.logger.Info("info line", "key", key)
