@@ -556,3 +556,114 @@ async fn a_go_panic_mid_call_is_an_exit_error_and_error_level_logs() {
     assert_eq!(panic_line.level, tracing::Level::ERROR);
     assert!(client.exited());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+
+#[tokio::test]
+async fn a_hung_call_is_bounded_by_the_callers_timeout_and_the_plugin_keeps_serving() {
+    struct Never;
+
+    #[async_trait]
+    impl AddHelper for Never {
+        async fn sum(&self, _: i64, _: i64) -> plinth::Result<i64> {
+            std::future::pending().await
+        }
+    }
+
+    let client = Client::start(command("counter-plugin")).await.unwrap();
+    let counter = client.dispense(&CounterPlugin).await.unwrap();
+    let hung = tokio::time::timeout(
+        Duration::from_millis(300),
+        counter.put("n", 1, Arc::new(Never)),
+    )
+    .await;
+    assert!(hung.is_err(), "the hung call returned");
+    counter.put("n", 41, Arc::new(Adder)).await.unwrap();
+    assert_eq!(counter.get("n").await.unwrap(), 41);
+    client.kill().await;
+}
+
+#[tokio::test]
+async fn a_plugin_exiting_after_the_handshake_fails_the_next_call_with_its_status() {
+    let (client, kv) = kv_of(bad("shortlived")).await;
+    client.connection().unwrap().wait().await;
+    match wire(kv.get("k").await.unwrap_err()) {
+        WireError::Exited { status, .. } => assert_eq!(status, "exit status: 4"),
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    assert!(client.exited());
+}
+
+#[tokio::test]
+async fn a_flooding_plugin_is_never_blocked_and_no_line_is_lost() {
+    let stdout = SharedBuffer::default();
+    let config = bad("flood").stdout(plinth::wasm::Output::writer(stdout.clone()));
+    let (client, kv) = kv_of(config).await;
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(Duration::from_secs(20), kv.get("k")).await;
+        assert_eq!(answer.expect("the plugin was blocked").unwrap(), b"flooded");
+    }
+    // 3 calls x 4096 lines of 1023 bytes reach the stdout sink, whole.
+    for _ in 0..200 {
+        if stdout.text().len() >= 3 * 4096 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let text = stdout.text();
+    assert_eq!(text.lines().count(), 3 * 4096);
+    assert!(text.lines().all(|line| line.len() == 1023));
+    client.kill().await;
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn broker_dirs() -> usize {
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("plinth-broker-")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_spawn_call_kill_cycles_leak_no_fds_processes_or_temp_files() {
+    // Warm up once so lazily created process-wide state (runtime pipes) is not counted.
+    let (client, kv) = kv_of(command("kv-plugin")).await;
+    put_get(&*kv).await;
+    client.kill().await;
+    drop((client, kv));
+    let (fds, dirs) = (open_fds(), broker_dirs());
+    let mut pids = Vec::new();
+    for _ in 0..200 {
+        let (client, kv) = kv_of(command("kv-plugin")).await;
+        put_get(&*kv).await;
+        pids.push(client.connection().unwrap().pid().unwrap());
+        client.kill().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        pids.iter().all(|pid| process_gone(*pid)),
+        "a plugin was not reaped"
+    );
+    assert!(
+        open_fds() <= fds + 2,
+        "fds grew from {fds} to {}",
+        open_fds()
+    );
+    assert!(
+        broker_dirs() <= dirs,
+        "broker socket directories were left behind"
+    );
+}

@@ -353,10 +353,13 @@ impl Connection {
                 plugin: self.name().to_owned(),
             };
         }
-        // A status the plugin sent carries no source; one made from a broken connection does.
+        // A status the plugin sent carries no source; one made from a broken connection does,
+        // or says the connection was not ready.
         let transport_failure = status.code() == tonic::Code::Unavailable
-            || std::error::Error::source(&status).is_some();
-        if transport_failure {
+            || std::error::Error::source(&status).is_some()
+            || status.message().starts_with("Service was not ready");
+        let already_exited = self.inner.exit.borrow().is_some();
+        if transport_failure || already_exited {
             let mut exit = self.inner.exit.clone();
             let exited =
                 tokio::time::timeout(Duration::from_millis(500), exit.wait_for(Option::is_some))

@@ -11,6 +11,9 @@
 //	badcert    prints a gRPC handshake whose certificate is not base64
 //	exit       writes to stderr and exits with status 3 before any handshake
 //	silent     never prints a handshake
+//	shortlived serves KV, then exits with status 4 after 300 ms
+//	flood      serves KV whose every Get first writes 4 MiB to stdout and 4 MiB of log lines
+//	           to stderr
 package main
 
 import (
@@ -40,6 +43,29 @@ func (s *kvRPC) Get(key string, resp *[]byte) error {
 	value, err := s.impl.Get(key)
 	*resp = value
 	return err
+}
+
+func serveKV(impl shared.KV) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: shared.Handshake,
+		Plugins:         plugin.PluginSet{"kv": &shared.KVPlugin{Impl: impl}},
+		GRPCServer:      plugin.DefaultGRPCServer,
+	})
+}
+
+// flooding writes far more output than any pipe buffer holds before answering.
+type flooding struct{ shared.MemKV }
+
+// floodStderr is the real stderr, captured before go-plugin redirects os.Stderr.
+var floodStderr = os.Stderr
+
+func (f *flooding) Get(key string) ([]byte, error) {
+	line := strings.Repeat("o", 1023) + "\n"
+	for i := 0; i < 4096; i++ {
+		fmt.Fprint(os.Stdout, line)
+		fmt.Fprintf(floodStderr, "[DEBUG] flood line %d %s", i, line[:100]+"\n")
+	}
+	return []byte("flooded"), nil
 }
 
 func handshake(line string) {
@@ -86,6 +112,14 @@ func main() {
 		os.Exit(3)
 	case "silent":
 		time.Sleep(time.Hour)
+	case "shortlived":
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			os.Exit(4)
+		}()
+		serveKV(&shared.MemKV{})
+	case "flood":
+		serveKV(&flooding{})
 	default:
 		fmt.Fprintf(os.Stderr, "bad-plugin: unknown PLINTH_BAD_MODE %q\n", mode)
 		os.Exit(2)
