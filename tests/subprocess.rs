@@ -667,3 +667,33 @@ async fn many_spawn_call_kill_cycles_leak_no_fds_processes_or_temp_files() {
         "broker socket directories were left behind"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Security
+
+#[tokio::test]
+async fn the_plugins_socket_lives_in_a_directory_only_this_user_can_enter() {
+    use std::os::unix::fs::PermissionsExt;
+    let (client, _kv) = kv_of(command("kv-plugin")).await;
+    let plinth::subprocess::Address::Unix(socket) = client.connection().unwrap().address().clone()
+    else {
+        panic!("a Go plugin listens on a unix socket here");
+    };
+    let dir = socket.parent().unwrap().to_owned();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", dir.display());
+    client.kill().await;
+    assert!(!dir.exists(), "{} outlived the plugin", dir.display());
+}
+
+#[tokio::test]
+async fn auto_mtls_refuses_a_client_without_the_exchanged_certificate() {
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    let reattach = owner.reattach_config().unwrap();
+    // No TLS at all: the plugin's TLS server refuses the plaintext HTTP/2 preface.
+    let error = start_error(ClientConfig::reattach(reattach.clone())).await;
+    assert!(matches!(error, WireError::Reattach { .. }), "{error:?}");
+    // Another certificate: refused too (see tls_with_the_wrong_peer_certificate_fails_to_connect).
+    owner.ping().await.expect("the plugin is unaffected");
+    owner.kill().await;
+}

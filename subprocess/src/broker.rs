@@ -65,6 +65,7 @@ impl Broker {
             Some(
                 tempfile::Builder::new()
                     .prefix("plinth-broker-")
+                    .permissions(crate::connection::private_dir())
                     .tempdir()
                     .map_err(|source| Error::Io {
                         context: "cannot create the broker's socket directory".to_owned(),

@@ -449,6 +449,7 @@ impl Inner {
                         process.wait().await;
                     }
                 }
+                process.remove_socket_dir();
                 tracing::debug!(plugin = %self.name, status = ?process.exit_status(), "plugin exited");
             }
             Owner::Reattached { pid, test: false } => {
@@ -514,13 +515,29 @@ async fn launch(config: &Config, path: PathBuf, args: Vec<OsString>) -> Result<C
         None
     };
     let offered = config.offered_versions();
-    let env = environment(config, std::env::vars_os(), &offered, identity.as_ref());
+    let mut env = environment(config, std::env::vars_os(), &offered, identity.as_ref());
+    // Go plugins put their socket in PLUGIN_UNIX_SOCKET_DIR when it is set: a directory only
+    // this user can enter keeps other local users away from the socket, and goes with the
+    // process.
+    let socket_dir = tempfile::Builder::new()
+        .prefix("plinth-plugin-")
+        .permissions(private_dir())
+        .tempdir()
+        .map_err(|source| Error::Io {
+            context: "cannot create the plugin's socket directory".to_owned(),
+            source,
+        })?;
+    env.push((
+        handshake::env::UNIX_SOCKET_DIR.into(),
+        socket_dir.path().into(),
+    ));
     let (process, stdout) = Process::spawn(Spawn {
         name: name.clone(),
         path,
         args,
         env,
         inherit_stdin: config.inherit_stdin,
+        socket_dir: Some(socket_dir),
     })?;
     let mut stdout = BufReader::new(stdout);
     let line = read_handshake(&name, &process, &mut stdout, config.start_timeout).await?;
@@ -599,6 +616,18 @@ async fn attach(config: &Config, reattach: ReattachConfig) -> Result<Connection>
             },
             other => other,
         })?;
+    // HTTP/2 connects lazily; one call proves the plugin is there and speaks our TLS (or none).
+    if let Err(status) = health::check(connection.channel()).await
+        && status.code() != tonic::Code::Unimplemented
+    {
+        return Err(Error::Reattach {
+            plugin: connection.name().to_owned(),
+            reason: format!(
+                "the plugin does not answer: {}",
+                transport::describe(&status)
+            ),
+        });
+    }
     if reattach.pid != 0 {
         let pid = reattach.pid;
         lock(&connection.inner.tasks).spawn(async move {
@@ -610,6 +639,13 @@ async fn attach(config: &Config, reattach: ReattachConfig) -> Result<Connection>
         });
     }
     Ok(connection)
+}
+
+/// Permissions for a directory only this user may enter.
+#[cfg(unix)]
+pub(crate) fn private_dir() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o700)
 }
 
 fn validate(config: &Config) -> Result<()> {

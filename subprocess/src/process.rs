@@ -35,6 +35,8 @@ pub(crate) struct Spawn {
     /// The complete environment of the child.
     pub env: Vec<(OsString, OsString)>,
     pub inherit_stdin: bool,
+    /// A directory for the plugin's socket, removed with the process.
+    pub socket_dir: Option<tempfile::TempDir>,
 }
 
 /// The last lines of a plugin's stderr, for error messages.
@@ -79,6 +81,7 @@ pub(crate) struct Process {
     stderr_done: watch::Receiver<bool>,
     tail: StderrTail,
     pumps: Mutex<JoinSet<()>>,
+    socket_dir: Mutex<Option<tempfile::TempDir>>,
 }
 
 impl Process {
@@ -147,6 +150,7 @@ impl Process {
                 stderr_done,
                 tail,
                 pumps: Mutex::new(pumps),
+                socket_dir: Mutex::new(spec.socket_dir),
             },
             stdout,
         ))
@@ -177,6 +181,16 @@ impl Process {
                 }
             }
         });
+    }
+
+    /// Removes the plugin's socket directory (once the plugin is gone).
+    pub(crate) fn remove_socket_dir(&self) {
+        let dir = self
+            .socket_dir
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(dir);
     }
 
     /// Asks the waiter to SIGKILL the child (nothing happens if it already exited).
