@@ -697,3 +697,42 @@ async fn auto_mtls_refuses_a_client_without_the_exchanged_certificate() {
     owner.ping().await.expect("the plugin is unaffected");
     owner.kill().await;
 }
+
+fn gone_or_zombie(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn a_plugin_does_not_outlive_a_host_that_dies_without_cleaning_up() {
+    use std::io::BufRead;
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_dying-host"))
+        .arg(go("kv-plugin"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("host printed {line:?}"));
+    assert!(!gone_or_zombie(pid));
+    host.kill().unwrap(); // SIGKILL: no destructor runs in the host
+    host.wait().unwrap();
+    for _ in 0..200 {
+        if gone_or_zombie(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("plugin {pid} outlived its host");
+}
