@@ -254,8 +254,8 @@ fn negotiate(config: &ServeConfig) -> u32 {
     let (host, invalid) = handshake::decode_versions(&offered);
     let mut stderr = std::io::stderr();
     for piece in invalid {
-        // Go's exact text, without a newline.
-        let _ = write!(stderr, "server sent invalid plugin version {piece:?}");
+        // Go's text (Go omits the newline, which glues the next line to it).
+        let _ = writeln!(stderr, "server sent invalid plugin version {piece:?}");
     }
     let ours: Vec<u32> = config.versions.keys().copied().collect();
     let chosen = handshake::negotiate(&ours, &host).unwrap_or(config.handshake.protocol_version);
