@@ -2,7 +2,7 @@
 //! the application passes in its own messages (the counter's `add_server`).
 //!
 //! Both sides talk over one long-lived `/plugin.GRPCBroker/StartStream`, opened by the host
-//! right after connecting and served by the plugin ([`crate::serve`]); the same [`Broker`]
+//! right after connecting and served by the plugin ([`crate::serve()`]); the same [`Broker`]
 //! type is either side's end of it. [`Broker::accept_and_serve`] serves gRPC services on a new socket (with the
 //! connection's TLS material) and announces it; [`Broker::dial`] waits up to five seconds for
 //! the plugin to announce an id and connects to it. When the plugin supports it and the host
@@ -32,7 +32,7 @@ use crate::transport::{self, Dialer};
 pub const WINDOW: Duration = Duration::from_secs(5);
 
 /// One side's end of the broker of one plugin connection (the host's, or a plugin's when it is
-/// served by [`crate::serve`]). Cheap to clone.
+/// served by [`crate::serve()`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
     shared: Arc<Shared>,

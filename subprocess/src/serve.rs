@@ -12,7 +12,7 @@
 //! handshake never advertises it, so a host that insists on it reports that clearly.
 //!
 //! [`serve_test`] is go-plugin's test mode: it serves in-process on a temporary socket and
-//! returns a connected [`Connection`](crate::Connection), so plugin authors unit-test their
+//! returns a connected [`Connection`], so plugin authors unit-test their
 //! services without spawning anything.
 //!
 //! ```no_run
