@@ -63,7 +63,11 @@ fn build_rust_plugins() -> Result<PathBuf, String> {
 }
 
 fn go_host() -> PathBuf {
-    let path = go_plugin("go-host");
+    go_fixture("go-host")
+}
+
+fn go_fixture(name: &str) -> PathBuf {
+    let path = go_plugin(name);
     assert!(
         path.exists(),
         "{} is missing: build the Go fixtures with `cargo xtask go`",
@@ -74,7 +78,11 @@ fn go_host() -> PathBuf {
 
 /// Runs `go-host <args>` (a serve-* mode) and returns its JSON report.
 fn go_host_report(args: &[&str]) -> Value {
-    let output = run_with_timeout(Command::new(go_host()).args(args), Duration::from_secs(60));
+    go_report(go_host(), args)
+}
+
+fn go_report(host: PathBuf, args: &[&str]) -> Value {
+    let output = run_with_timeout(Command::new(host).args(args), Duration::from_secs(60));
     assert!(
         output.status.success(),
         "go-host {args:?} failed: {}\n{}",
@@ -197,6 +205,23 @@ fn go_host_refuses_a_version_mismatch_and_logs_both_sides() {
         message.contains("[1, 2]") && message.contains("[7]"),
         "{message}"
     );
+}
+
+#[test]
+fn alpn_enforcing_go_host_loads_the_rust_plugins_over_auto_mtls() {
+    // go-host built on grpc-go >= 1.67, which refuses TLS without ALPN h2 in both directions:
+    // the host dialing the plugin, and the plugin dialing the host's broker server.
+    let host = go_fixture("go-host-alpn");
+    let kv = rust_plugin("kv-plugin");
+    let report = go_report(
+        host.clone(),
+        &["serve-kv", kv.to_str().unwrap(), "true", "1"],
+    );
+    assert_eq!(report["value"], "world", "{report}");
+    assert_clean_kill(&report);
+    let counter = rust_plugin("counter-plugin");
+    let report = go_report(host, &["serve-counter", counter.to_str().unwrap(), "true"]);
+    assert_eq!(report["value"], 42, "{report}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,10 +400,7 @@ fn sigint_is_ignored_and_sigterm_stops_cleanly_removing_the_socket() {
     assert!(socket.exists(), "{line}");
     let pid = child.id().to_string();
     let signal = |name: &str| {
-        let status = Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
         assert!(status.success());
     };
     signal("-INT");
