@@ -1,8 +1,9 @@
 //! go-plugin's broker: extra gRPC connections between host and plugin, named by a `u32` id
 //! the application passes in its own messages (the counter's `add_server`).
 //!
-//! Both sides talk over one long-lived `/plugin.GRPCBroker/StartStream`, opened right after
-//! connecting. [`Broker::accept_and_serve`] serves gRPC services on a new socket (with the
+//! Both sides talk over one long-lived `/plugin.GRPCBroker/StartStream`, opened by the host
+//! right after connecting and served by the plugin ([`crate::serve()`]); the same [`Broker`]
+//! type is either side's end of it. [`Broker::accept_and_serve`] serves gRPC services on a new socket (with the
 //! connection's TLS material) and announces it; [`Broker::dial`] waits up to five seconds for
 //! the plugin to announce an id and connects to it. When the plugin supports it and the host
 //! asked, the multiplexed mode runs every connection as a yamux stream of the main socket and
@@ -30,14 +31,30 @@ use crate::transport::{self, Dialer};
 /// How long an announcement waits for a dial, and a dial for its announcement (as go-plugin).
 pub const WINDOW: Duration = Duration::from_secs(5);
 
-/// The host's end of the broker of one plugin connection. Cheap to clone.
+/// One side's end of the broker of one plugin connection (the host's, or a plugin's when it is
+/// served by [`crate::serve()`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
     shared: Arc<Shared>,
 }
 
+/// Where this side binds the sockets of the services it offers.
+enum Sockets {
+    /// The host: a private temporary directory.
+    TempDir(tempfile::TempDir),
+    /// A plugin: the same kind of socket as its main listener (`PLUGIN_UNIX_SOCKET_DIR`,
+    /// group permissions).
+    #[cfg(unix)]
+    Plugin(crate::serve::listener::UnixPlace),
+    /// Multiplexed: no sockets at all.
+    None,
+}
+
 struct Shared {
+    /// The peer's name in errors: the plugin's name on the host side, `host` on a plugin.
     plugin: Arc<str>,
+    /// Whether this is a plugin's end (what it sends travels as `StartStream` responses).
+    outgoing_is_response: bool,
     next_id: AtomicU32,
     servers: AtomicU64,
     outgoing: mpsc::UnboundedSender<ConnInfo>,
@@ -45,7 +62,7 @@ struct Shared {
     arrived: Notify,
     tls_client: Option<Arc<rustls::ClientConfig>>,
     tls_server: Option<Arc<rustls::ServerConfig>>,
-    socket_dir: Option<tempfile::TempDir>,
+    sockets: Sockets,
     closed: watch::Sender<bool>,
     mux: Option<Mux>,
 }
@@ -59,10 +76,10 @@ impl Broker {
         tls_server: Option<Arc<rustls::ServerConfig>>,
         mux: Option<Mux>,
     ) -> Result<(Broker, impl Future<Output = ()> + Send + 'static)> {
-        let socket_dir = if mux.is_some() {
-            None
+        let sockets = if mux.is_some() {
+            Sockets::None
         } else {
-            Some(
+            Sockets::TempDir(
                 tempfile::Builder::new()
                     .prefix("plinth-broker-")
                     .permissions(crate::connection::private_dir())
@@ -73,9 +90,41 @@ impl Broker {
                     })?,
             )
         };
+        let (broker, requests) = Broker::new(plugin, tls_client, tls_server, sockets, mux);
+        let run = receive(Arc::downgrade(&broker.shared), channel, requests);
+        Ok((broker, run))
+    }
+
+    /// A plugin's end: what it announces goes to the returned receiver, which the plugin's
+    /// `StartStream` handler sends to the host; what the host sends is given to
+    /// [`Broker::file`].
+    #[cfg(unix)]
+    pub(crate) fn serving(
+        tls_client: Option<Arc<rustls::ClientConfig>>,
+        tls_server: Option<Arc<rustls::ServerConfig>>,
+        place: crate::serve::listener::UnixPlace,
+    ) -> (Broker, mpsc::UnboundedReceiver<ConnInfo>) {
+        Broker::new(
+            "host".into(),
+            tls_client,
+            tls_server,
+            Sockets::Plugin(place),
+            None,
+        )
+    }
+
+    fn new(
+        plugin: Arc<str>,
+        tls_client: Option<Arc<rustls::ClientConfig>>,
+        tls_server: Option<Arc<rustls::ServerConfig>>,
+        sockets: Sockets,
+        mux: Option<Mux>,
+    ) -> (Broker, mpsc::UnboundedReceiver<ConnInfo>) {
         let (outgoing, requests) = mpsc::unbounded_channel();
+        let outgoing_is_response = !matches!(sockets, Sockets::TempDir(_) | Sockets::None);
         let shared = Arc::new(Shared {
             plugin,
+            outgoing_is_response,
             next_id: AtomicU32::new(0),
             servers: AtomicU64::new(0),
             outgoing,
@@ -83,12 +132,17 @@ impl Broker {
             arrived: Notify::new(),
             tls_client,
             tls_server,
-            socket_dir,
+            sockets,
             closed: watch::Sender::new(false),
             mux,
         });
-        let run = receive(Arc::downgrade(&shared), channel, requests);
-        Ok((Broker { shared }, run))
+        (Broker { shared }, requests)
+    }
+
+    /// Files a message the peer sent on the broker stream: an announcement goes to the
+    /// mailbox (kept [`WINDOW`]), a knock is answered.
+    pub(crate) fn file(&self, info: ConnInfo) {
+        file(&self.shared, info);
     }
 
     /// A fresh id for [`Broker::accept_and_serve`]: 1, 2, 3, ...
@@ -125,11 +179,7 @@ impl Broker {
                 mux: Some((mux.clone(), id)),
             });
         }
-        let path = self.socket_path(id)?;
-        let listener = bind(&path).map_err(|source| Error::Io {
-            context: format!("cannot listen on broker socket {}", path.display()),
-            source,
-        })?;
+        let (listener, path) = self.bind(id)?;
         let incoming = transport::incoming(listener, self.shared.tls_server.clone());
         let task = tokio::spawn(async move {
             let _ = router
@@ -157,8 +207,9 @@ impl Broker {
             Some(mux) => self.knock(mux, id).await?,
             None => {
                 let info = self.wait_for(id).await?;
-                let address = Address::parse(&info.network, &info.address)
-                    .map_err(|error| self.error(id, format!("the plugin announced {error}")))?;
+                let address = Address::parse(&info.network, &info.address).map_err(|error| {
+                    self.error(id, format!("the {} announced {error}", self.peer()))
+                })?;
                 transport::dialer(address, self.shared.tls_client.clone())
             }
         };
@@ -214,12 +265,12 @@ impl Broker {
                 return Ok(info);
             }
             if *self.shared.closed.borrow() {
-                return Err(self.error(id, "the plugin connection is closed".to_owned()));
+                return Err(self.error(id, "the broker stream is closed".to_owned()));
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
                 return Err(self.error(
                     id,
-                    format!("the plugin did not announce it within {WINDOW:?}"),
+                    format!("the {} did not announce it within {WINDOW:?}", self.peer()),
                 ));
             }
         }
@@ -238,14 +289,30 @@ impl Broker {
             .map_err(|_| self.error(id, "the broker stream is closed".to_owned()))
     }
 
-    fn socket_path(&self, id: u32) -> Result<PathBuf> {
-        let dir = self
-            .shared
-            .socket_dir
-            .as_ref()
-            .ok_or_else(|| self.error(id, "no socket directory".to_owned()))?;
-        let serial = self.shared.servers.fetch_add(1, Ordering::Relaxed);
-        Ok(dir.path().join(format!("{id}-{serial}")))
+    #[cfg(unix)]
+    fn bind(&self, id: u32) -> Result<(tokio::net::UnixListener, PathBuf)> {
+        match &self.shared.sockets {
+            Sockets::TempDir(dir) => {
+                let serial = self.shared.servers.fetch_add(1, Ordering::Relaxed);
+                let path = dir.path().join(format!("{id}-{serial}"));
+                let listener =
+                    tokio::net::UnixListener::bind(&path).map_err(|source| Error::Io {
+                        context: format!("cannot listen on broker socket {}", path.display()),
+                        source,
+                    })?;
+                Ok((listener, path))
+            }
+            Sockets::Plugin(place) => place.bind(),
+            Sockets::None => Err(self.error(id, "no socket directory".to_owned())),
+        }
+    }
+
+    fn peer(&self) -> &'static str {
+        if self.shared.outgoing_is_response {
+            "host"
+        } else {
+            "plugin"
+        }
     }
 
     fn error(&self, id: u32, reason: String) -> Error {
@@ -270,11 +337,6 @@ impl std::fmt::Debug for Broker {
             .field("multiplexed", &self.shared.mux.is_some())
             .finish_non_exhaustive()
     }
-}
-
-#[cfg(unix)]
-fn bind(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
-    tokio::net::UnixListener::bind(path)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -304,34 +366,38 @@ async fn receive(
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let knock_request = info
-            .knock
-            .as_ref()
-            .is_some_and(|knock| knock.knock && !knock.ack);
-        if knock_request {
-            if let Some(mux) = &shared.mux {
-                let answer = mux.knocked(info.service_id);
-                let _ = shared.outgoing.send(ConnInfo {
-                    service_id: info.service_id,
-                    network: String::new(),
-                    address: String::new(),
-                    knock: Some(Knock {
-                        knock: true,
-                        ack: true,
-                        error: answer.err().unwrap_or_default(),
-                    }),
-                });
-            }
-            continue;
-        }
-        let mut mailbox = lock(&shared.mailbox);
-        mailbox.retain(|_, (_, arrived)| arrived.elapsed() < WINDOW);
-        mailbox
-            .entry(info.service_id)
-            .or_insert((info, Instant::now()));
-        drop(mailbox);
-        shared.arrived.notify_waiters();
+        file(&shared, info);
     }
+}
+
+fn file(shared: &Shared, info: ConnInfo) {
+    let knock_request = info
+        .knock
+        .as_ref()
+        .is_some_and(|knock| knock.knock && !knock.ack);
+    if knock_request {
+        if let Some(mux) = &shared.mux {
+            let answer = mux.knocked(info.service_id);
+            let _ = shared.outgoing.send(ConnInfo {
+                service_id: info.service_id,
+                network: String::new(),
+                address: String::new(),
+                knock: Some(Knock {
+                    knock: true,
+                    ack: true,
+                    error: answer.err().unwrap_or_default(),
+                }),
+            });
+        }
+        return;
+    }
+    let mut mailbox = lock(&shared.mailbox);
+    mailbox.retain(|_, (_, arrived)| arrived.elapsed() < WINDOW);
+    mailbox
+        .entry(info.service_id)
+        .or_insert((info, Instant::now()));
+    drop(mailbox);
+    shared.arrived.notify_waiters();
 }
 
 /// Services served through the broker; dropping it stops them.

@@ -200,6 +200,44 @@ pub enum Error {
         reason: String,
     },
 
+    /// A served plugin's Unix socket path is longer than the platform allows.
+    #[error(
+        "unix socket path {} is {length} bytes, longer than this platform's limit of {limit}; point PLUGIN_UNIX_SOCKET_DIR or TMPDIR at a shorter directory",
+        path.display()
+    )]
+    SocketPath {
+        /// The path that was to be bound.
+        path: PathBuf,
+        /// Its length in bytes.
+        length: usize,
+        /// The longest path the platform accepts.
+        limit: usize,
+    },
+
+    /// A served plugin could not listen.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The socket path, directory or port range tried.
+        address: String,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The host's `PLUGIN_CLIENT_CERT` is not a usable certificate; AutoMTLS cannot start.
+    #[error("PLUGIN_CLIENT_CERT does not hold a usable PEM certificate: {reason}")]
+    ClientCert {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Serving a plugin failed for another reason (a bad environment value, no services).
+    #[error("cannot serve the plugin: {reason}")]
+    Serve {
+        /// What went wrong.
+        reason: String,
+    },
+
     /// An I/O error the host hit on its own side (binding a broker socket, a temp dir).
     #[error("{context}: {source}")]
     Io {

@@ -4,6 +4,9 @@
 //! would: the handshake line, the magic cookie, version negotiation, AutoMTLS, the broker, the
 //! controller, stdio and hclog logs, reattach and checksums. `plinth` builds its subprocess
 //! backend on it; hosts normally use it through `plinth::Client`.
+//!
+//! It also works the other way round: [`serve()`] makes a Rust program a go-plugin plugin
+//! that Go hosts load unchanged, and [`serve_test`] serves one in-process for tests.
 
 #![warn(missing_docs)]
 
@@ -11,6 +14,8 @@ pub mod broker;
 pub mod handshake;
 pub mod logs;
 pub mod reattach;
+#[cfg(unix)]
+pub mod serve;
 pub mod stdio;
 pub mod transport;
 
@@ -28,6 +33,8 @@ pub use connection::{
 pub use error::{Error, Result};
 pub use handshake::{Address, HandshakeConfig, HandshakeLine, Protocol};
 pub use reattach::ReattachConfig;
+#[cfg(unix)]
+pub use serve::{ServeConfig, TestServer, serve, serve_blocking, serve_test};
 pub use stdio::{Sink, StdioSinks};
 
 /// Generated code for go-plugin's own services.

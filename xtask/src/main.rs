@@ -104,6 +104,12 @@ fn go_fixtures() -> Result<(), String> {
         .arg(bin.join("kv-plugin-alpn"))
         .arg("github.com/plinth-rs/plinth/tests/go/cmd/kv-plugin")
         .current_dir(go_dir.join("alpn")))?;
+    // The Go host again on that grpc-go, to load Plinth's Rust plugins (tests/serve.rs).
+    run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(bin.join("go-host-alpn"))
+        .arg("github.com/plinth-rs/plinth/tests/go/cmd/go-host")
+        .current_dir(go_dir.join("alpn")))?;
     run(Command::new(bin.join("go-host")).arg("check").arg(&bin))
 }
 

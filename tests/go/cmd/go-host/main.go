@@ -4,6 +4,9 @@
 //	go-host check DIR          loads kv-plugin, counter-plugin and multi-version from DIR
 //	go-host bench PLUGIN N     prints JSON: mean kv.get round trip over N calls, and mean
 //	                           spawn-to-first-answer over 10 starts, in nanoseconds
+//	go-host serve-kv PLUGIN MTLS VERSIONS
+//	go-host serve-counter PLUGIN MTLS
+//	                           load a non-Go plugin and print what the host saw (serve.go)
 package main
 
 import (
@@ -155,6 +158,9 @@ func main() {
 		bench(os.Args[2], calls)
 		return
 	}
-	fmt.Fprintln(os.Stderr, "usage: go-host check DIR | go-host bench PLUGIN CALLS")
+	if serveMain(os.Args) {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "usage: go-host check DIR | go-host bench PLUGIN CALLS | go-host serve-kv PLUGIN MTLS VERSIONS | go-host serve-counter PLUGIN MTLS")
 	os.Exit(2)
 }
