@@ -566,7 +566,7 @@ mod tests {
         }))
     }
 
-    async fn check(channel: tonic::transport::Channel, service: &str) -> tonic::Code {
+    async fn check(channel: crate::transport::PluginChannel, service: &str) -> tonic::Code {
         let request = HealthCheckRequest {
             service: service.to_owned(),
         };
