@@ -12,7 +12,10 @@
 
 mod call;
 mod failure;
+mod grpc_call;
 mod inspect;
+mod launch;
+mod reflection;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,14 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show what a plugin file is and, for a component, everything it imports and exports.
-    Inspect {
-        /// The plugin file.
-        file: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Show what a plugin file is: a component's imports and exports, or (given its cookie)
+    /// an executable's handshake and the gRPC services it serves.
+    Inspect(inspect::InspectArgs),
     /// Call an exported function of a component; arguments and results in WAVE syntax.
     Call(call::CallArgs),
     /// Print the sha256 a host pins the plugin with.
@@ -59,7 +57,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Inspect { file, json } => inspect::run(&file, json).await,
+            Command::Inspect(args) => inspect::run(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Checksum { file, json } => checksum(&file, json),
         }

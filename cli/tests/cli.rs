@@ -1,4 +1,5 @@
-//! The `plinth` command, run as a user runs it, against the example guests.
+//! The `plinth` command, run as a user runs it, against the example guests and the Go
+//! fixtures in `tests/go` (built by `cargo xtask go`).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -9,6 +10,19 @@ fn guest(name: &str) -> PathBuf {
     }
     plinth_examples::guest(name)
 }
+
+fn go_plugin(name: &str) -> String {
+    let path = plinth_examples::go_plugin(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the Go fixtures with `cargo xtask go`",
+        path.display()
+    );
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+/// The handshake the Go fixtures are built with.
+const COOKIE: [&str; 2] = ["--cookie", "PLINTH_PLUGIN=kv"];
 
 fn plinth(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plinth"))
@@ -170,6 +184,178 @@ fn executables_are_inspected_without_being_run() {
         "{}",
         stdout(&out)
     );
-    let out = plinth(&["call", path(&exe), "anything"]);
-    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stdout(&out).contains("--cookie KEY=VALUE"),
+        "{}",
+        stdout(&out)
+    );
+    let out = plinth(&["call", path(&exe), "proto.KV/Get"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("needs its magic cookie"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn inspect_launches_an_executable_and_lists_its_grpc_services() {
+    let kv = go_plugin("kv-plugin");
+    let out = plinth(&["inspect", &kv, COOKIE[0], COOKIE[1]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "  app version: 1",
+        "  network:     unix",
+        "  protocol:    grpc",
+        "  certificate: offered (AutoMTLS)",
+        "negotiated:  version 1",
+        "tls:         on",
+        "services (grpc.reflection.v1):",
+        "  proto.KV\n",
+        "  plugin.GRPCController\n",
+        "  plugin.GRPCBroker\n",
+        "  grpc.health.v1.Health\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+
+    let out = plinth(&[
+        "inspect",
+        "--json",
+        "--no-auto-mtls",
+        &kv,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tls"], false, "{json}");
+    assert_eq!(json["handshake"]["server_cert"], false, "{json}");
+    assert_eq!(json["negotiated_version"], 1, "{json}");
+    let services = json["services"].as_array().unwrap();
+    assert!(services.contains(&"proto.KV".into()), "{json}");
+}
+
+#[test]
+fn wrong_cookie_reports_the_plugins_message_with_exit_3() {
+    let out = plinth(&[
+        "inspect",
+        &go_plugin("kv-plugin"),
+        "--cookie",
+        "PLINTH_PLUGIN=wrong",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: kv-plugin exited before the handshake"),
+        "{err}"
+    );
+    assert!(err.contains("This binary is a plugin"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+}
+
+#[test]
+fn a_program_that_is_not_a_plugin_exits_before_the_handshake() {
+    let out = plinth(&["inspect", "/bin/true", COOKIE[0], COOKIE[1]]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("exited before the handshake"), "{err}");
+    assert!(err.contains("without saying why"), "{err}");
+}
+
+#[test]
+fn missing_executable_is_refused_with_exit_3() {
+    let out = plinth(&["inspect", "/nonexistent/kv-plugin", COOKIE[0], COOKIE[1]]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).starts_with("error: cannot read /nonexistent/kv-plugin"));
+}
+
+#[test]
+fn call_puts_then_gets_on_a_go_plugin() {
+    let kv = go_plugin("kv-plugin");
+    // "aGk=" is "hi" in base64, as protobuf JSON writes bytes.
+    let out = plinth(&[
+        "call",
+        &kv,
+        "proto.KV/Put",
+        r#"{"key": "a", "value": "aGk="}"#,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "{}");
+
+    // Every call launches a fresh plugin process, so the key put above is gone: the error is
+    // the plugin's own.
+    let out = plinth(&[
+        "call",
+        "--json",
+        &kv,
+        "/proto.KV/Get",
+        r#"{"key": "a"}"#,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("/proto.KV/Get failed"), "{err}");
+    assert!(err.contains(r#"no value stored under key "a""#), "{err}");
+}
+
+#[test]
+fn call_on_a_go_plugin_prints_the_response_as_json() {
+    // The fixture answers `sleep:<duration>` keys with "slept" after sleeping.
+    let out = plinth(&[
+        "call",
+        "--json",
+        &go_plugin("kv-plugin"),
+        "proto.KV/Get",
+        r#"{"key": "sleep:1ms"}"#,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["method"], "/proto.KV/Get");
+    // "slept" in base64.
+    assert_eq!(json["response"]["value"], "c2xlcHQ=", "{json}");
+}
+
+#[test]
+fn grpc_argument_of_the_wrong_type_names_the_field_and_expected_type() {
+    let out = plinth(&[
+        "call",
+        &go_plugin("kv-plugin"),
+        "proto.KV/Get",
+        r#"{"key": 42}"#,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("field key expects a string, found a number"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: the argument is a JSON object of proto.GetRequest"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_grpc_method_lists_the_services_methods() {
+    let out = plinth(&[
+        "call",
+        &go_plugin("kv-plugin"),
+        "proto.KV/Delete",
+        "{}",
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("proto.KV has no method Delete"), "{err}");
+    assert!(err.contains("proto.KV/Get, proto.KV/Put"), "{err}");
 }
