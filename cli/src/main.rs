@@ -16,6 +16,7 @@ mod grpc_call;
 mod inspect;
 mod launch;
 mod reflection;
+mod scaffold;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Call an exported function of a component; arguments and results in WAVE syntax.
     Call(call::CallArgs),
+    /// Start a plugin crate that implements a WIT world: `plinth new wasm NAME --wit PATH`.
+    New(scaffold::NewArgs),
     /// Print the sha256 a host pins the plugin with.
     Checksum {
         /// The plugin file.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Inspect(args) => inspect::run(args).await,
             Command::Call(args) => call::run(args).await,
+            Command::New(args) => scaffold::run(args),
             Command::Checksum { file, json } => checksum(&file, json),
         }
     });

@@ -359,3 +359,64 @@ fn unknown_grpc_method_lists_the_services_methods() {
     assert!(err.contains("proto.KV has no method Delete"), "{err}");
     assert!(err.contains("proto.KV/Get, proto.KV/Put"), "{err}");
 }
+
+#[test]
+fn new_wasm_scaffolds_a_guest_that_builds_and_exports_the_world() {
+    // Make sure the wasm32-wasip2 target is installed, as the guests need it too.
+    guest("kv");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.join("scaffold-kv");
+    std::fs::remove_dir_all(&dir).ok();
+    let out = plinth(&[
+        "new",
+        "wasm",
+        "scaffold-kv",
+        "--wit",
+        path(&root.join("wit/host")),
+        "--wit",
+        path(&root.join("wit/kv")),
+        "--path",
+        path(&dir),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert!(!lib.contains("todo!"), "{lib}");
+    assert!(
+        lib.contains("impl exports::plinth::kv::store::Guest for Component"),
+        "{lib}"
+    );
+
+    // The crate builds on its own; its target directory is kept between runs.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", tmp.join("scaffold-target"))
+        .status()
+        .expect("run cargo");
+    assert!(built.success(), "the scaffold does not build");
+    let wasm = tmp.join("scaffold-target/wasm32-wasip2/release/scaffold_kv.wasm");
+    let out = plinth(&["inspect", path(&wasm)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("exports:\n  plinth:kv/store@0.1.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    put: func(key: string, value: list<u8>) -> result<_, string>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn new_subprocess_is_reported_as_not_yet_available() {
+    let out = plinth(&["new", "subprocess", "kv", "--wit", "wit/kv"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("plinth_subprocess::serve"),
+        "{}",
+        stderr(&out)
+    );
+}
