@@ -1,4 +1,5 @@
-//! `plinth call`: call one exported function of a component with WAVE arguments.
+//! `plinth call`: call one exported function of a component with WAVE arguments, or one unary
+//! gRPC method of a go-plugin executable with a JSON argument (see `grpc_call`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,16 +8,20 @@ use plinth::wasm::{Access, Grants, TypeName};
 use plinth::{ClientConfig, FileKind};
 use wasmtime::component::Val;
 
-use crate::failure::{self, BAD_FILE, Failure, UNSUPPORTED, USAGE};
+use crate::failure::{self, BAD_FILE, Failure, USAGE};
+use crate::grpc_call::{self, MethodName};
+use crate::launch::{self, LaunchArgs};
 
 /// What `plinth call` takes.
 #[derive(clap::Args)]
 pub struct CallArgs {
-    /// The component.
+    /// The component or go-plugin executable.
     file: PathBuf,
-    /// The function: its full name (`plinth:kv/store@0.1.0#get`) or a bare name (`get`).
+    /// A component's function: its full name (`plinth:kv/store@0.1.0#get`) or a bare name
+    /// (`get`). An executable's gRPC method: `proto.KV/Get` or `/proto.KV/Get`.
     function: String,
-    /// One WAVE value per parameter: `"text"`, `42`, `[1, 2]`, `some(1)`, `{a: 1}`.
+    /// For a component, one WAVE value per parameter: `"text"`, `42`, `[1, 2]`, `some(1)`,
+    /// `{a: 1}`. For an executable, the request message as one JSON object (default `{}`).
     #[arg(allow_negative_numbers = true)]
     args: Vec<String>,
     /// Grant a host directory: HOST:GUEST, or HOST:GUEST:ro for read-only. Repeatable.
@@ -34,20 +39,15 @@ pub struct CallArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    launch: LaunchArgs,
 }
 
 pub async fn run(args: CallArgs) -> Result<(), Failure> {
     let bytes = failure::read(&args.file)?;
     let kind = FileKind::detect(&bytes);
     if kind.is_executable() {
-        return Err(Failure::new(
-            UNSUPPORTED,
-            format!(
-                "{} is {kind}: calling go-plugin executables needs the subprocess backend, \
-                 which this build does not include",
-                args.file.display()
-            ),
-        ));
+        return call_executable(&args).await;
     }
     if kind != FileKind::Component {
         return Err(Failure::new(
@@ -153,4 +153,43 @@ fn grants(args: &CallArgs) -> Result<Grants, Failure> {
         grants = grants.env(key, value);
     }
     Ok(grants)
+}
+
+/// Launches the executable, calls one unary gRPC method with a JSON argument, shuts it down.
+async fn call_executable(args: &CallArgs) -> Result<(), Failure> {
+    let method = MethodName::parse(&args.function)?;
+    let argument = match args.args.as_slice() {
+        [] => "{}",
+        [one] => one.as_str(),
+        more => {
+            return Err(Failure::new(
+                USAGE,
+                format!(
+                    "a gRPC method takes one JSON argument, {} given",
+                    more.len()
+                ),
+            )
+            .hint(r#"quote the request as one JSON object: '{"key": "a"}'"#));
+        }
+    };
+    let client = launch::start(&args.file, &args.launch).await?;
+    let outcome = match client.connection() {
+        Some(connection) => grpc_call::call(connection.channel(), &method, argument).await,
+        None => Err(Failure::new(
+            BAD_FILE,
+            format!(
+                "{} did not start as an executable plugin",
+                args.file.display()
+            ),
+        )),
+    };
+    client.kill().await;
+    let answer = outcome?;
+    if args.json {
+        let out = serde_json::json!({ "method": answer.path, "response": answer.response });
+        println!("{out}");
+    } else {
+        println!("{:#}", answer.response);
+    }
+    Ok(())
 }

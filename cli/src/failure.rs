@@ -35,6 +35,19 @@ impl Failure {
         self
     }
 
+    /// Adds `hint` unless the failure already has one.
+    pub fn or_hint(mut self, hint: impl Into<String>) -> Failure {
+        if self.hint.is_none() {
+            self.hint = Some(hint.into());
+        }
+        self
+    }
+
+    /// What went wrong, without the hint.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn io(what: &str, error: std::io::Error) -> Failure {
         Failure::new(BAD_FILE, format!("{what}: {error}"))
     }

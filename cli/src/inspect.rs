@@ -2,19 +2,44 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plinth::wasm::{Function, TypeName};
 use plinth::{Checksum, Client, ClientConfig, FileKind};
 use serde_json::json;
 
 use crate::failure::{self, BAD_FILE, Failure};
+use crate::launch::{self, LaunchArgs};
+use crate::reflection::Reflection;
 
-pub async fn run(file: &Path, json: bool) -> Result<(), Failure> {
+/// What `plinth inspect` takes.
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// The plugin file: a component, or a go-plugin executable.
+    file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    launch: LaunchArgs,
+}
+
+pub async fn run(args: InspectArgs) -> Result<(), Failure> {
+    let InspectArgs { file, json, launch } = args;
+    let file = file.as_path();
     let bytes = failure::read(file)?;
     let kind = FileKind::detect(&bytes);
     let checksum = Checksum::of(&bytes);
     let size = bytes.len();
+    if kind.is_executable() && launch.cookie.is_some() {
+        let about = About {
+            file,
+            kind,
+            size,
+            checksum,
+        };
+        return inspect_executable(about, &launch, json).await;
+    }
     if kind != FileKind::Component {
         return describe_other(file, kind, size, checksum, json);
     }
@@ -92,6 +117,10 @@ fn describe_other(
         println!("kind:   {kind}");
         println!("size:   {size} bytes");
         println!("sha256: {checksum}");
+        if kind.is_executable() {
+            println!("note:   {}", launch::COOKIE_HINT);
+            println!("        to launch it and list the gRPC services it serves");
+        }
     }
     if kind.is_executable() {
         return Ok(());
@@ -152,4 +181,113 @@ fn functions_json(functions: &[Function]) -> serde_json::Value {
             })
         })
         .collect()
+}
+
+/// The facts about a file known before it runs.
+struct About<'a> {
+    file: &'a Path,
+    kind: FileKind,
+    size: usize,
+    checksum: Checksum,
+}
+
+/// Launches a go-plugin executable, reports its handshake and services, and shuts it down.
+async fn inspect_executable(
+    about: About<'_>,
+    args: &LaunchArgs,
+    json: bool,
+) -> Result<(), Failure> {
+    let client = launch::start(about.file, args).await?;
+    let outcome = describe_running(&about, &client, json).await;
+    client.kill().await;
+    outcome
+}
+
+async fn describe_running(about: &About<'_>, client: &Client, json: bool) -> Result<(), Failure> {
+    let Some(connection) = client.connection() else {
+        return Err(Failure::new(
+            BAD_FILE,
+            format!(
+                "{} did not start as an executable plugin",
+                about.file.display()
+            ),
+        ));
+    };
+    let handshake = connection.handshake();
+    let mut reflection = Reflection::new(connection.channel());
+    let services = reflection.list_services().await;
+    let network = handshake.address.network();
+    let transport = match (network, connection.tls()) {
+        ("unix", true) => "unix socket, TLS",
+        ("unix", false) => "unix socket, plaintext",
+        (_, true) => "tcp, TLS",
+        (_, false) => "tcp, plaintext",
+    };
+    if json {
+        let (services, reflection_error) = match &services {
+            Ok(names) => (json!(names), None),
+            Err(failure) => (json!(null), Some(failure.message().to_owned())),
+        };
+        let out = json!({
+            "file": about.file,
+            "kind": about.kind.to_string(),
+            "executable": true,
+            "size": about.size,
+            "sha256": about.checksum.to_string(),
+            "handshake": {
+                "app_version": handshake.app_version,
+                "network": network,
+                "address": handshake.address.to_string(),
+                "protocol": handshake.protocol.to_string(),
+                "server_cert": handshake.server_cert.is_some(),
+                "multiplex": handshake.multiplex,
+            },
+            "negotiated_version": connection.negotiated_version(),
+            "transport": transport,
+            "tls": connection.tls(),
+            "reflection": reflection.version(),
+            "services": services,
+            "reflection_error": reflection_error,
+        });
+        println!("{out:#}");
+        return Ok(());
+    }
+    let yes_no = |on: bool| if on { "yes" } else { "no" };
+    println!("file:        {}", about.file.display());
+    println!("kind:        {}", about.kind);
+    println!("size:        {} bytes", about.size);
+    println!("sha256:      {}", about.checksum);
+    println!("handshake:");
+    println!("  app version: {}", handshake.app_version);
+    println!("  network:     {network}");
+    println!("  address:     {}", handshake.address);
+    println!("  protocol:    {}", handshake.protocol);
+    println!(
+        "  certificate: {}",
+        if handshake.server_cert.is_some() {
+            "offered (AutoMTLS)"
+        } else {
+            "none"
+        }
+    );
+    println!("  multiplex:   {}", yes_no(handshake.multiplex));
+    println!("negotiated:  version {}", connection.negotiated_version());
+    println!("transport:   {transport}");
+    println!(
+        "tls:         {}",
+        if connection.tls() { "on" } else { "off" }
+    );
+    match services {
+        Ok(names) => {
+            println!(
+                "services ({}):",
+                reflection.version().unwrap_or("reflection")
+            );
+            for name in names {
+                println!("  {name}");
+            }
+        }
+        Err(failure) => println!("services:    unknown: {}", failure.message()),
+    }
+    Ok(())
 }

@@ -1,18 +1,22 @@
 //! `plinth`: look at a plugin before writing a host for it.
 //!
-//! - `plinth inspect FILE` — what the file is; for a component, its world with full signatures.
-//! - `plinth call FILE FUNCTION ARGS...` — call an exported function with WAVE arguments.
+//! - `plinth inspect FILE` — what the file is; for a component, its world with full signatures;
+//!   for a go-plugin executable given `--cookie KEY=VALUE`, its handshake and gRPC services.
+//! - `plinth call FILE FUNCTION ARGS...` — call a component's function with WAVE arguments, or
+//!   an executable's unary gRPC method with a JSON argument.
+//! - `plinth new wasm NAME --wit PATH` — start a guest crate implementing a WIT world.
 //! - `plinth checksum FILE` — the sha256 a host should pin.
 //!
-//! Every command takes `--json` for scripts. Errors are one line and a hint on stderr.
-//!
-//! Exit codes: 0 success; 1 the plugin failed the call (its error, a trap, a limit);
-//! 2 bad usage or arguments; 3 the file cannot be used as a plugin; 4 not supported by this
-//! build.
+//! `inspect`, `call` and `checksum` take `--json` for scripts. Errors are one line and a hint
+//! on stderr; the exit codes are in [`EXIT_CODES`].
 
 mod call;
 mod failure;
+mod grpc_call;
 mod inspect;
+mod launch;
+mod reflection;
+mod scaffold;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,9 +25,19 @@ use clap::{Parser, Subcommand};
 
 use crate::failure::Failure;
 
-/// Inspect, check and call Plinth plugins.
+/// The exit codes, as `plinth --help` prints them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the plugin failed the call (its error, a trap, a limit, a gRPC status)
+  2  bad usage or arguments (unknown function or method, wrong argument type)
+  3  the file cannot be used as a plugin (missing, not a plugin, wrong cookie,
+     exited or timed out before the handshake)
+  4  not supported by this build";
+
+/// Inspect, call and scaffold Plinth plugins.
 #[derive(Parser)]
-#[command(name = "plinth", version, about, long_about = None)]
+#[command(name = "plinth", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,16 +45,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show what a plugin file is and, for a component, everything it imports and exports.
-    Inspect {
-        /// The plugin file.
-        file: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Call an exported function of a component; arguments and results in WAVE syntax.
+    /// Show what a plugin file is: a component's imports and exports, or (given its cookie)
+    /// an executable's handshake and the gRPC services it serves.
+    Inspect(inspect::InspectArgs),
+    /// Call a component's function (WAVE arguments) or an executable's unary gRPC method
+    /// (a JSON argument).
     Call(call::CallArgs),
+    /// Start a plugin crate that implements a WIT world: `plinth new wasm NAME --wit PATH`.
+    New(scaffold::NewArgs),
     /// Print the sha256 a host pins the plugin with.
     Checksum {
         /// The plugin file.
@@ -59,8 +71,9 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Inspect { file, json } => inspect::run(&file, json).await,
+            Command::Inspect(args) => inspect::run(args).await,
             Command::Call(args) => call::run(args).await,
+            Command::New(args) => scaffold::run(args),
             Command::Checksum { file, json } => checksum(&file, json),
         }
     });

@@ -1,4 +1,5 @@
-//! The `plinth` command, run as a user runs it, against the example guests.
+//! The `plinth` command, run as a user runs it, against the example guests and the Go
+//! fixtures in `tests/go` (built by `cargo xtask go`).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -9,6 +10,19 @@ fn guest(name: &str) -> PathBuf {
     }
     plinth_examples::guest(name)
 }
+
+fn go_plugin(name: &str) -> String {
+    let path = plinth_examples::go_plugin(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the Go fixtures with `cargo xtask go`",
+        path.display()
+    );
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+/// The handshake the Go fixtures are built with.
+const COOKIE: [&str; 2] = ["--cookie", "PLINTH_PLUGIN=kv"];
 
 fn plinth(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plinth"))
@@ -170,6 +184,239 @@ fn executables_are_inspected_without_being_run() {
         "{}",
         stdout(&out)
     );
-    let out = plinth(&["call", path(&exe), "anything"]);
+    assert!(
+        stdout(&out).contains("--cookie KEY=VALUE"),
+        "{}",
+        stdout(&out)
+    );
+    let out = plinth(&["call", path(&exe), "proto.KV/Get"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("needs its magic cookie"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn inspect_launches_an_executable_and_lists_its_grpc_services() {
+    let kv = go_plugin("kv-plugin");
+    let out = plinth(&["inspect", &kv, COOKIE[0], COOKIE[1]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "  app version: 1",
+        "  network:     unix",
+        "  protocol:    grpc",
+        "  certificate: offered (AutoMTLS)",
+        "negotiated:  version 1",
+        "tls:         on",
+        "services (grpc.reflection.v1):",
+        "  proto.KV\n",
+        "  plugin.GRPCController\n",
+        "  plugin.GRPCBroker\n",
+        "  grpc.health.v1.Health\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+
+    let out = plinth(&[
+        "inspect",
+        "--json",
+        "--no-auto-mtls",
+        &kv,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tls"], false, "{json}");
+    assert_eq!(json["handshake"]["server_cert"], false, "{json}");
+    assert_eq!(json["negotiated_version"], 1, "{json}");
+    let services = json["services"].as_array().unwrap();
+    assert!(services.contains(&"proto.KV".into()), "{json}");
+}
+
+#[test]
+fn wrong_cookie_reports_the_plugins_message_with_exit_3() {
+    let out = plinth(&[
+        "inspect",
+        &go_plugin("kv-plugin"),
+        "--cookie",
+        "PLINTH_PLUGIN=wrong",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: kv-plugin exited before the handshake"),
+        "{err}"
+    );
+    assert!(err.contains("This binary is a plugin"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+}
+
+#[test]
+fn a_program_that_is_not_a_plugin_exits_before_the_handshake() {
+    let out = plinth(&["inspect", "/bin/true", COOKIE[0], COOKIE[1]]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("exited before the handshake"), "{err}");
+    assert!(err.contains("without saying why"), "{err}");
+}
+
+#[test]
+fn missing_executable_is_refused_with_exit_3() {
+    let out = plinth(&["inspect", "/nonexistent/kv-plugin", COOKIE[0], COOKIE[1]]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).starts_with("error: cannot read /nonexistent/kv-plugin"));
+}
+
+#[test]
+fn call_puts_then_gets_on_a_go_plugin() {
+    let kv = go_plugin("kv-plugin");
+    // "aGk=" is "hi" in base64, as protobuf JSON writes bytes.
+    let out = plinth(&[
+        "call",
+        &kv,
+        "proto.KV/Put",
+        r#"{"key": "a", "value": "aGk="}"#,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "{}");
+
+    // Every call launches a fresh plugin process, so the key put above is gone: the error is
+    // the plugin's own.
+    let out = plinth(&[
+        "call",
+        "--json",
+        &kv,
+        "/proto.KV/Get",
+        r#"{"key": "a"}"#,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("/proto.KV/Get failed"), "{err}");
+    assert!(err.contains(r#"no value stored under key "a""#), "{err}");
+}
+
+#[test]
+fn call_on_a_go_plugin_prints_the_response_as_json() {
+    // The fixture answers `sleep:<duration>` keys with "slept" after sleeping.
+    let out = plinth(&[
+        "call",
+        "--json",
+        &go_plugin("kv-plugin"),
+        "proto.KV/Get",
+        r#"{"key": "sleep:1ms"}"#,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["method"], "/proto.KV/Get");
+    // "slept" in base64.
+    assert_eq!(json["response"]["value"], "c2xlcHQ=", "{json}");
+}
+
+#[test]
+fn grpc_argument_of_the_wrong_type_names_the_field_and_expected_type() {
+    let out = plinth(&[
+        "call",
+        &go_plugin("kv-plugin"),
+        "proto.KV/Get",
+        r#"{"key": 42}"#,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("field key expects a string, found a number"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: the argument is a JSON object of proto.GetRequest"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_grpc_method_lists_the_services_methods() {
+    let out = plinth(&[
+        "call",
+        &go_plugin("kv-plugin"),
+        "proto.KV/Delete",
+        "{}",
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("proto.KV has no method Delete"), "{err}");
+    assert!(err.contains("proto.KV/Get, proto.KV/Put"), "{err}");
+}
+
+#[test]
+fn new_wasm_scaffolds_a_guest_that_builds_and_exports_the_world() {
+    // Make sure the wasm32-wasip2 target is installed, as the guests need it too.
+    guest("kv");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.join("scaffold-kv");
+    std::fs::remove_dir_all(&dir).ok();
+    let out = plinth(&[
+        "new",
+        "wasm",
+        "scaffold-kv",
+        "--wit",
+        path(&root.join("wit/host")),
+        "--wit",
+        path(&root.join("wit/kv")),
+        "--path",
+        path(&dir),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert!(!lib.contains("todo!"), "{lib}");
+    assert!(
+        lib.contains("impl exports::plinth::kv::store::Guest for Component"),
+        "{lib}"
+    );
+
+    // The crate builds on its own; its target directory is kept between runs.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", tmp.join("scaffold-target"))
+        .status()
+        .expect("run cargo");
+    assert!(built.success(), "the scaffold does not build");
+    let wasm = tmp.join("scaffold-target/wasm32-wasip2/release/scaffold_kv.wasm");
+    let out = plinth(&["inspect", path(&wasm)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("exports:\n  plinth:kv/store@0.1.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    put: func(key: string, value: list<u8>) -> result<_, string>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn new_subprocess_is_reported_as_not_yet_available() {
+    let out = plinth(&["new", "subprocess", "kv", "--wit", "wit/kv"]);
     assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("plinth_subprocess::serve"),
+        "{}",
+        stderr(&out)
+    );
 }

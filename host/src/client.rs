@@ -426,6 +426,26 @@ pub async fn cleanup_clients() {
 /// A `Client` is cheap to share (`Send + Sync`); the interfaces it dispenses are too. Concurrent
 /// calls to a component run on separate instances; calls to an executable share its HTTP/2
 /// connection.
+///
+/// The same host code serves a Go plugin and a component; only the configuration differs:
+///
+/// ```no_run
+/// use plinth::{Client, ClientConfig, HandshakeConfig};
+/// use plinth_examples::kv::KvPlugin;
+///
+/// # async fn run() -> plinth::Result<()> {
+/// let config = ClientConfig::file("plugins/kv-plugin") // an executable or a .wasm
+///     .handshake(HandshakeConfig::new(1, "PLINTH_PLUGIN", "kv"));
+/// let client = Client::start(config).await?;
+/// let kv = client.dispense(&KvPlugin).await?;
+/// kv.put("hello", b"world").await?;
+/// if let Some(reattach) = client.reattach_config() {
+///     println!("attach another host with {}", reattach.to_json());
+/// }
+/// client.kill().await;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Client {
     name: Arc<str>,
     backend: Backend,

@@ -121,6 +121,20 @@ impl<P: Plugin> ErasedPlugin for P {
 }
 
 /// Adapters by name, as go-plugin's `PluginSet`.
+///
+/// ```no_run
+/// use plinth::{Client, ClientConfig, PluginSet};
+/// use plinth_examples::kv::{Kv, KvPlugin};
+///
+/// # async fn run() -> plinth::Result<()> {
+/// let config = ClientConfig::wasm("plugins/kv.wasm").plugins(PluginSet::new().with(KvPlugin));
+/// let client = Client::start(config).await?;
+/// // go-plugin's `raw.Dispense("kv")` and type assertion, checked.
+/// let kv = client.dispense_named::<dyn Kv>("kv").await?;
+/// kv.put("hello", b"world").await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct PluginSet {
     plugins: BTreeMap<String, Arc<dyn ErasedPlugin>>,

@@ -11,6 +11,16 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// A sha256 digest, written and parsed as 64 lowercase hex digits.
+///
+/// ```
+/// use plinth::Checksum;
+///
+/// let checksum = Checksum::of(b"plugin bytes");
+/// let pinned: Checksum = checksum.to_string().parse()?;
+/// assert_eq!(pinned, checksum);
+/// // Pin it: ClientConfig::wasm("kv.wasm").checksum(pinned)
+/// # Ok::<(), plinth::Error>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Checksum([u8; 32]);
 

@@ -250,6 +250,8 @@ struct Inner {
     version: u32,
     protocol: Protocol,
     address: Address,
+    handshake: HandshakeLine,
+    tls: bool,
     owner: Owner,
     exit: watch::Receiver<Option<String>>,
     killed: AtomicBool,
@@ -311,6 +313,18 @@ impl Connection {
     /// Where the plugin listens.
     pub fn address(&self) -> &Address {
         &self.inner.address
+    }
+
+    /// The handshake line as the plugin printed it, parsed (for a reattached plugin, what the
+    /// reattach configuration said: no certificate, no multiplexing).
+    pub fn handshake(&self) -> &HandshakeLine {
+        &self.inner.handshake
+    }
+
+    /// Whether the connection to the plugin runs over TLS (AutoMTLS or an explicit
+    /// configuration).
+    pub fn tls(&self) -> bool {
+        self.inner.tls
     }
 
     /// The plugin's process id, when known.
@@ -890,6 +904,7 @@ async fn connect(
         )
     };
     let channel = transport::channel(dialer).await.map_err(connect_error)?;
+    let tls = tls_client.is_some();
     let (broker, run_broker) =
         Broker::start(name.clone(), channel.clone(), tls_client, tls_server, mux)?;
     tasks.spawn(run_broker);
@@ -905,7 +920,9 @@ async fn connect(
             broker,
             version: parsed.app_version,
             protocol: parsed.protocol,
-            address: parsed.address,
+            address: parsed.address.clone(),
+            handshake: parsed,
+            tls,
             owner,
             exit,
             killed: AtomicBool::new(false),

@@ -48,6 +48,15 @@ pub mod env {
 /// cookie, as go-plugin's `HandshakeConfig`.
 ///
 /// The cookie is not a security measure; it tells a plugin run by hand that it is a plugin.
+///
+/// ```
+/// use plinth_subprocess::HandshakeConfig;
+///
+/// // Go: plugin.HandshakeConfig{ProtocolVersion: 1, MagicCookieKey: "PLINTH_PLUGIN",
+/// //     MagicCookieValue: "kv"}
+/// let handshake = HandshakeConfig::new(1, "PLINTH_PLUGIN", "kv");
+/// assert_eq!(handshake.magic_cookie_key, "PLINTH_PLUGIN");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeConfig {
     /// The application protocol version used when no versioned sets are given.

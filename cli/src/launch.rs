@@ -1,0 +1,154 @@
+//! Launching a go-plugin executable for `plinth inspect` and `plinth call`: the handshake
+//! options a user passes (`--cookie`, `--version`, `--auto-mtls`), and the start failures
+//! turned into one line that carries what the plugin said.
+//!
+//! What is asked of the running plugin (its services, a call) lives in `reflection` and
+//! `grpc_call`; components never come here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use plinth::subprocess::Error as WireError;
+use plinth::{Client, ClientConfig, HandshakeConfig};
+
+use crate::failure::{BAD_FILE, CALL_FAILED, Failure, USAGE};
+
+/// The handshake a go-plugin executable was built with, as command-line options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LaunchArgs {
+    /// The plugin's magic cookie (its HandshakeConfig's MagicCookieKey=MagicCookieValue);
+    /// needed to launch an executable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub cookie: Option<String>,
+    /// The application protocol version to offer (HandshakeConfig.ProtocolVersion).
+    #[arg(long = "version", value_name = "N", default_value_t = 1)]
+    pub protocol_version: u32,
+    /// Mutual TLS with certificates made for this launch (go-plugin's AutoMTLS). On by default.
+    #[arg(long, overrides_with = "no_auto_mtls")]
+    pub auto_mtls: bool,
+    /// Plain connection: do not offer AutoMTLS.
+    #[arg(long)]
+    pub no_auto_mtls: bool,
+    /// How long the plugin has to print its handshake line, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub start_timeout: f64,
+}
+
+impl LaunchArgs {
+    /// Parses `--cookie`; `None` when it was not given.
+    pub fn handshake(&self) -> Result<Option<HandshakeConfig>, Failure> {
+        let Some(cookie) = &self.cookie else {
+            return Ok(None);
+        };
+        match cookie.split_once('=') {
+            Some((key, value)) if !key.is_empty() && !value.is_empty() => Ok(Some(
+                HandshakeConfig::new(self.protocol_version, key, value),
+            )),
+            _ => Err(
+                Failure::new(USAGE, format!("--cookie {cookie:?} is not KEY=VALUE"))
+                    .hint("pass the plugin's magic cookie, for example --cookie PLINTH_PLUGIN=kv"),
+            ),
+        }
+    }
+
+    fn auto_mtls(&self) -> bool {
+        !self.no_auto_mtls || self.auto_mtls
+    }
+
+    fn timeout(&self) -> Result<Duration, Failure> {
+        Duration::try_from_secs_f64(self.start_timeout).map_err(|_| {
+            Failure::new(
+                USAGE,
+                format!(
+                    "--start-timeout {} is not a number of seconds",
+                    self.start_timeout
+                ),
+            )
+        })
+    }
+}
+
+/// The hint every "needs a cookie" failure carries.
+pub const COOKIE_HINT: &str =
+    "pass the plugin's handshake: --cookie KEY=VALUE [--version N], as in its HandshakeConfig";
+
+/// Launches `file` with the handshake in `args` and connects to it.
+pub async fn start(file: &Path, args: &LaunchArgs) -> Result<Client, Failure> {
+    let handshake = args.handshake()?.ok_or_else(|| {
+        Failure::new(
+            USAGE,
+            format!(
+                "{} is an executable: launching it needs its magic cookie",
+                file.display()
+            ),
+        )
+        .hint(COOKIE_HINT)
+    })?;
+    let config = ClientConfig::command(file)
+        .handshake(handshake)
+        .auto_mtls(args.auto_mtls())
+        .start_timeout(args.timeout()?);
+    Client::start(config).await.map_err(start_failure)
+}
+
+/// Says why an executable did not become a plugin, with the plugin's own words on the line.
+fn start_failure(error: plinth::Error) -> Failure {
+    let plinth::Error::Subprocess(wire) = error else {
+        return Failure::from(error);
+    };
+    match wire {
+        WireError::ExitedBeforeHandshake {
+            plugin,
+            status,
+            stderr,
+        } => {
+            let said = one_line(&stderr);
+            let message = if said.is_empty() {
+                format!("{plugin} exited before the handshake ({status}) without saying why")
+            } else {
+                format!("{plugin} exited before the handshake ({status}): {said}")
+            };
+            Failure::new(BAD_FILE, message).hint(
+                "is it a go-plugin plugin, and do --cookie and --version match its HandshakeConfig?",
+            )
+        }
+        WireError::StartTimeout {
+            plugin, timeout, ..
+        } => Failure::new(
+            BAD_FILE,
+            format!("{plugin} printed no handshake line within {timeout:?}; it was killed"),
+        )
+        .hint("raise --start-timeout, or check that it is a go-plugin plugin"),
+        WireError::Handshake {
+            plugin,
+            line,
+            reason,
+            ..
+        } => Failure::new(
+            BAD_FILE,
+            format!("{plugin} printed an unusable handshake line {line:?}: {reason}"),
+        ),
+        WireError::VersionMismatch { plugin, found, .. } => Failure::new(
+            BAD_FILE,
+            format!("{plugin} chose application protocol version {found}, which was not offered"),
+        )
+        .hint(format!("offer it with --version {found}")),
+        WireError::Tls { plugin, reason } => {
+            Failure::new(BAD_FILE, format!("TLS setup for {plugin} failed: {reason}"))
+                .hint("try --no-auto-mtls for a plugin built without AutoMTLS support")
+        }
+        WireError::Spawn { .. } | WireError::ReadExecutable { .. } => {
+            Failure::new(BAD_FILE, wire.to_string()).hint("check the path and its permissions")
+        }
+        other => Failure::new(CALL_FAILED, other.to_string()),
+    }
+}
+
+/// A plugin's stderr tail on one line: its lines joined, blank ones dropped.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
