@@ -17,6 +17,7 @@ mod inspect;
 mod launch;
 mod reflection;
 mod scaffold;
+mod scaffold_subprocess;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,7 +52,9 @@ enum Command {
     /// Call a component's function (WAVE arguments) or an executable's unary gRPC method
     /// (a JSON argument).
     Call(call::CallArgs),
-    /// Start a plugin crate that implements a WIT world: `plinth new wasm NAME --wit PATH`.
+    /// Start a plugin crate: a component implementing a WIT world (`plinth new wasm NAME --wit
+    /// PATH`) or a go-plugin executable serving a protobuf service (`plinth new subprocess NAME
+    /// --proto FILE`).
     New(scaffold::NewArgs),
     /// Print the sha256 a host pins the plugin with.
     Checksum {

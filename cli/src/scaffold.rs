@@ -1,8 +1,11 @@
-//! `plinth new`: start a plugin crate from a WIT world.
+//! `plinth new`: start a plugin crate from a WIT world or a protobuf service.
 //!
 //! `new wasm` writes a standalone guest crate (its own `[workspace]`, the WIT copied beside
 //! it, wit-bindgen like `guest-examples/`) whose exports compile with placeholder bodies and a
-//! unit test that calls each of them. `new subprocess` waits for `plinth_subprocess::serve`.
+//! unit test that calls each of them. `new subprocess` writes a Rust go-plugin plugin: the
+//! `.proto` copied beside it, tonic code generated at build time, every service registered with
+//! `plinth_subprocess::serve` (methods answer `UNIMPLEMENTED` until written) and a test that
+//! serves it in-process and checks its health.
 //!
 //! The Rust spelled here follows wit-bindgen's naming: `exports::ns::pkg::iface::Guest`,
 //! `UpperCamelCase` types, `snake_case` functions and fields.
@@ -26,10 +29,14 @@ pub struct NewArgs {
     kind: Kind,
     /// The crate's name; also its directory unless --path is given.
     name: String,
-    /// The WIT package directory (or file) with the world to implement. Repeat it for the
-    /// packages the world imports (`--wit wit/host --wit wit/kv`); the last one is the main.
-    #[arg(long, value_name = "PATH", required = true)]
+    /// The WIT package directory (or file) with the world to implement (`new wasm`). Repeat it
+    /// for the packages the world imports (`--wit wit/host --wit wit/kv`); the last one is the
+    /// main.
+    #[arg(long, value_name = "PATH")]
     wit: Vec<PathBuf>,
+    /// The `.proto` file with the gRPC services to serve (`new subprocess`).
+    #[arg(long, value_name = "FILE")]
+    proto: Option<PathBuf>,
     /// The world to implement, when the main package has more than one.
     #[arg(long, value_name = "WORLD")]
     world: Option<String>,
@@ -45,13 +52,6 @@ enum Kind {
 }
 
 pub fn run(args: NewArgs) -> Result<(), Failure> {
-    if let Kind::Subprocess = args.kind {
-        return Err(Failure::new(
-            UNSUPPORTED,
-            "`plinth new subprocess` needs plinth_subprocess::serve, which this build lacks",
-        )
-        .hint("start from tests/go for a Go plugin, or `plinth new wasm` for a component"));
-    }
     let crate_name = crate_name(&args.name)?;
     let dir = args
         .path
@@ -66,6 +66,17 @@ pub fn run(args: NewArgs) -> Result<(), Failure> {
             Failure::new(USAGE, format!("{} exists and is not empty", dir.display()))
                 .hint("choose another NAME or --path"),
         );
+    }
+    if let Kind::Subprocess = args.kind {
+        let proto = args.proto.as_deref().ok_or_else(|| {
+            Failure::new(USAGE, "`plinth new subprocess` needs --proto FILE")
+                .hint("the .proto file with the services the plugin serves")
+        })?;
+        return crate::scaffold_subprocess::run(&dir, &crate_name, proto);
+    }
+    if args.wit.is_empty() {
+        return Err(Failure::new(USAGE, "`plinth new wasm` needs --wit PATH")
+            .hint("the WIT package with the world to implement"));
     }
     let (resolve, world) = load_world(&args.wit, args.world.as_deref())?;
     let lib = guest_source(&resolve, world, &args.wit)?;

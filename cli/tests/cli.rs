@@ -411,12 +411,57 @@ fn new_wasm_scaffolds_a_guest_that_builds_and_exports_the_world() {
 }
 
 #[test]
-fn new_subprocess_is_reported_as_not_yet_available() {
-    let out = plinth(&["new", "subprocess", "kv", "--wit", "wit/kv"]);
-    assert_eq!(out.status.code(), Some(4));
+fn new_subprocess_scaffolds_a_plugin_that_builds_tests_and_is_inspected() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.join("scaffold-kv-plugin");
+    std::fs::remove_dir_all(&dir).ok();
+    let out = plinth(&[
+        "new",
+        "subprocess",
+        "scaffold-kv-plugin",
+        "--proto",
+        path(&root.join("tests/go/proto/kv.proto")),
+        "--path",
+        path(&dir),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let main = std::fs::read_to_string(dir.join("src/main.rs")).unwrap();
     assert!(
-        stderr(&out).contains("plinth_subprocess::serve"),
-        "{}",
-        stderr(&out)
+        main.contains("impl proto::kv_server::Kv for Plugin {}"),
+        "{main}"
     );
+    assert!(!main.contains("todo!"), "{main}");
+
+    // Same dependency versions as this workspace, so most of them are already built.
+    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = tmp.join("scaffold-target");
+    for command in ["build", "test"] {
+        let status = Command::new(&cargo)
+            .args([command, "--quiet"])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "cargo {command} of the scaffold failed");
+    }
+    let binary = target.join("debug/scaffold-kv-plugin");
+    let out = plinth(&[
+        "inspect",
+        path(&binary),
+        "--cookie",
+        "SCAFFOLD_KV_PLUGIN_PLUGIN=v1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("negotiated:  version 1"), "{text}");
+    assert!(text.contains("certificate: offered (AutoMTLS)"), "{text}");
+}
+
+#[test]
+fn new_subprocess_without_a_proto_is_a_usage_error() {
+    let out = plinth(&["new", "subprocess", "kv"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--proto"), "{}", stderr(&out));
 }
