@@ -652,19 +652,24 @@ async fn many_spawn_call_kill_cycles_leak_no_fds_processes_or_temp_files() {
         pids.push(client.connection().unwrap().pid().unwrap());
         client.kill().await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Other tests run beside this one and hold a few fds and directories of their own for a
+    // while; a leak would show as one or more per cycle, hundreds here.
+    let settled = |fds_now: usize, dirs_now: usize| fds_now <= fds + 20 && dirs_now <= dirs + 3;
+    for _ in 0..100 {
+        if settled(open_fds(), broker_dirs()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         pids.iter().all(|pid| process_gone(*pid)),
         "a plugin was not reaped"
     );
     assert!(
-        open_fds() <= fds + 2,
-        "fds grew from {fds} to {}",
-        open_fds()
-    );
-    assert!(
-        broker_dirs() <= dirs,
-        "broker socket directories were left behind"
+        settled(open_fds(), broker_dirs()),
+        "fds {fds} -> {}, broker directories {dirs} -> {}",
+        open_fds(),
+        broker_dirs()
     );
 }
 
