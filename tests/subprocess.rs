@@ -174,6 +174,7 @@ async fn host_dials_a_service_the_plugin_offers() {
         let connection = client.connection().unwrap();
         let channel = connection
             .broker()
+            .unwrap()
             .dial(1)
             .await
             .unwrap_or_else(|e| panic!("dial with mtls={mtls} multiplex={multiplex}: {e}"));
@@ -205,6 +206,7 @@ async fn dialing_an_id_nobody_offers_times_out_with_a_typed_error() {
         .connection()
         .unwrap()
         .broker()
+        .unwrap()
         .dial(77)
         .await
         .unwrap_err();

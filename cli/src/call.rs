@@ -8,7 +8,7 @@ use plinth::wasm::{Access, Grants, TypeName};
 use plinth::{ClientConfig, FileKind};
 use wasmtime::component::Val;
 
-use crate::failure::{self, BAD_FILE, Failure, USAGE};
+use crate::failure::{self, BAD_FILE, Failure, UNSUPPORTED, USAGE};
 use crate::grpc_call::{self, MethodName};
 use crate::launch::{self, LaunchArgs};
 
@@ -174,7 +174,13 @@ async fn call_executable(args: &CallArgs) -> Result<(), Failure> {
     };
     let client = launch::start(&args.file, &args.launch).await?;
     let outcome = match client.connection() {
-        Some(connection) => grpc_call::call(connection.channel(), &method, argument).await,
+        Some(connection) => match connection.channel() {
+            Ok(channel) => grpc_call::call(channel, &method, argument).await,
+            Err(error) => Err(Failure::new(
+                UNSUPPORTED,
+                format!("{error}: net/rpc methods have no schema to call them from JSON"),
+            )),
+        },
         None => Err(Failure::new(
             BAD_FILE,
             format!(

@@ -214,8 +214,20 @@ async fn describe_running(about: &About<'_>, client: &Client, json: bool) -> Res
         ));
     };
     let handshake = connection.handshake();
-    let mut reflection = Reflection::new(connection.channel());
-    let services = reflection.list_services().await;
+    let (services, reflection_version) = match connection.channel() {
+        Ok(channel) => {
+            let mut reflection = Reflection::new(channel);
+            let services = reflection.list_services().await;
+            (services, reflection.version())
+        }
+        Err(_) => (
+            Err(Failure::new(
+                BAD_FILE,
+                "a netrpc plugin cannot list its services: net/rpc has no reflection",
+            )),
+            None,
+        ),
+    };
     let network = handshake.address.network();
     let transport = match (network, connection.tls()) {
         ("unix", true) => "unix socket, TLS",
@@ -245,7 +257,7 @@ async fn describe_running(about: &About<'_>, client: &Client, json: bool) -> Res
             "negotiated_version": connection.negotiated_version(),
             "transport": transport,
             "tls": connection.tls(),
-            "reflection": reflection.version(),
+            "reflection": reflection_version,
             "services": services,
             "reflection_error": reflection_error,
         });
@@ -279,10 +291,7 @@ async fn describe_running(about: &About<'_>, client: &Client, json: bool) -> Res
     );
     match services {
         Ok(names) => {
-            println!(
-                "services ({}):",
-                reflection.version().unwrap_or("reflection")
-            );
+            println!("services ({}):", reflection_version.unwrap_or("reflection"));
             for name in names {
                 println!("  {name}");
             }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use plinth::subprocess::Error as WireError;
-use plinth::{Client, ClientConfig, HandshakeConfig};
+use plinth::{Client, ClientConfig, HandshakeConfig, Protocol};
 
 use crate::failure::{BAD_FILE, CALL_FAILED, Failure, USAGE};
 
@@ -87,6 +87,7 @@ pub async fn start(file: &Path, args: &LaunchArgs) -> Result<Client, Failure> {
     let config = ClientConfig::command(file)
         .handshake(handshake)
         .auto_mtls(args.auto_mtls())
+        .allowed_protocols([Protocol::Grpc, Protocol::NetRpc])
         .start_timeout(args.timeout()?);
     Client::start(config).await.map_err(start_failure)
 }

@@ -2,12 +2,15 @@
 //!
 //! `plinth:greeter/greeter@0.1.0` greets without a name; `@0.2.0` greets by name. One
 //! [`Greeter`] trait serves both: on a `0.1.0` plugin the name is not sent.
+//!
+//! The same adapter loads go-plugin's classic netrpc greeter (`Greet() string`, served as
+//! `Plugin.Greet`), whose greeting takes no name either.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use plinth::wasm::{Instance, Pool};
-use plinth::{Error, Plugin, Result};
+use plinth::{Error, NetRpcConn, Plugin, Result};
 
 mod v1 {
     wasmtime::component::bindgen!({
@@ -32,6 +35,8 @@ plinth::wasm_bindings!(v2::Plugin, v2::PluginPre<plinth::wasm::HostState>);
 pub const V1: &str = "plinth:greeter/greeter@0.1.0";
 /// `plinth:greeter/greeter@0.2.0`.
 pub const V2: &str = "plinth:greeter/greeter@0.2.0";
+/// What [`Greeter::version`] says for a go-plugin netrpc greeter.
+pub const NETRPC: &str = "go-plugin netrpc Greeter";
 
 /// A plugin that greets.
 #[async_trait]
@@ -90,6 +95,24 @@ impl Plugin for GreeterPlugin {
                 reason: format!("the greeter adapter cannot bind {other}"),
             }),
         }
+    }
+
+    fn from_netrpc(&self, conn: NetRpcConn) -> Result<Arc<dyn Greeter>> {
+        Ok(Arc::new(NetRpcGreeter(conn)))
+    }
+}
+
+struct NetRpcGreeter(NetRpcConn);
+
+#[async_trait]
+impl Greeter for NetRpcGreeter {
+    async fn greet(&self, _name: &str) -> Result<String> {
+        // Go's `Greet(args interface{}, resp *string)`: the argument is a nil interface.
+        self.0.call("Greet", &()).await
+    }
+
+    fn version(&self) -> &str {
+        NETRPC
     }
 }
 

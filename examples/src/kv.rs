@@ -1,14 +1,18 @@
 //! The kv interface: `get` and `put` of byte values, with the plugin's errors as values.
 //!
-//! [`KvPlugin`] builds it from a component exporting `plinth:kv/store@0.1.0`, or from a
-//! go-plugin executable serving `proto.KV` over gRPC: the host code is the same.
+//! [`KvPlugin`] builds it from a component exporting `plinth:kv/store@0.1.0`, from a go-plugin
+//! executable serving `proto.KV` over gRPC, or from a legacy netrpc one in the shape of
+//! go-plugin's KV example (`Put(map[string]interface{})`, `Get(string) []byte`): the host code
+//! is the same.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use plinth::PluginChannel;
+use plinth::gob::Value;
 use plinth::wasm::{Instance, Pool};
-use plinth::{GrpcConn, MAX_MESSAGE_SIZE, Plugin, Result};
+use plinth::{GrpcConn, MAX_MESSAGE_SIZE, NetRpcConn, Plugin, Result};
 
 use crate::proto::kv_client::KvClient;
 use crate::proto::{GetRequest, PutRequest};
@@ -61,6 +65,28 @@ impl Plugin for KvPlugin {
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         Ok(Arc::new(GrpcKv { conn, client }))
+    }
+
+    fn from_netrpc(&self, conn: NetRpcConn) -> Result<Arc<dyn Kv>> {
+        Ok(Arc::new(NetRpcKv(conn)))
+    }
+}
+
+struct NetRpcKv(NetRpcConn);
+
+#[async_trait]
+impl Kv for NetRpcKv {
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.0.call("Get", key).await
+    }
+
+    async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
+        // A `map[string]interface{}`: each value travels under its Go type name.
+        let args = BTreeMap::from([
+            ("key".to_owned(), Value::String(key.to_owned())),
+            ("value".to_owned(), Value::Bytes(value.to_vec())),
+        ]);
+        self.0.call("Put", &args).await
     }
 }
 

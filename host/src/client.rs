@@ -22,6 +22,7 @@ use plinth_subprocess::{Connection, HandshakeConfig, Protocol, ReattachConfig, S
 use crate::error::{Error, Result};
 use crate::grpc::GrpcConn;
 use crate::kind::FileKind;
+use crate::netrpc::NetRpcConn;
 use crate::plugin::{ErasedPlugin, Plugin, PluginSet};
 use crate::secure::Checksum;
 use crate::wasm::instance::{Loaded, Settings};
@@ -188,7 +189,8 @@ impl ClientConfig {
     }
 
     /// The RPC protocols an executable may speak (go-plugin's `AllowedProtocols`). Default:
-    /// gRPC.
+    /// gRPC only (a Go host defaults to netrpc only); add [`Protocol::NetRpc`] to load legacy
+    /// `net/rpc` plugins, which dispense through [`Plugin::from_netrpc`].
     pub fn allowed_protocols(
         mut self,
         protocols: impl IntoIterator<Item = Protocol>,
@@ -575,6 +577,9 @@ impl Client {
     pub async fn dispense<P: Plugin>(&self, plugin: &P) -> Result<Arc<P::Interface>> {
         match &self.backend {
             Backend::Wasm { .. } => plugin.from_wasm(self.link(plugin)?),
+            Backend::Subprocess { connection, .. } if connection.protocol() == Protocol::NetRpc => {
+                plugin.from_netrpc(self.netrpc_conn(plugin.name()).await?)
+            }
             Backend::Subprocess { .. } => plugin.from_grpc(self.grpc_conn()?),
         }
     }
@@ -605,6 +610,9 @@ impl Client {
         }
         let interface = match &self.backend {
             Backend::Wasm { .. } => plugin.from_wasm_erased(self.link(&**plugin)?)?,
+            Backend::Subprocess { connection, .. } if connection.protocol() == Protocol::NetRpc => {
+                plugin.from_netrpc_erased(self.netrpc_conn(plugin.name()).await?)?
+            }
             Backend::Subprocess { .. } => plugin.from_grpc_erased(self.grpc_conn()?)?,
         };
         interface
@@ -654,10 +662,35 @@ impl Client {
     fn grpc_conn(&self) -> Result<GrpcConn> {
         match &self.backend {
             Backend::Subprocess { connection, .. } if connection.killed() => Err(self.killed()),
-            Backend::Subprocess { connection, .. } => Ok(GrpcConn::new(connection.clone())),
+            Backend::Subprocess { connection, .. } => GrpcConn::new(connection.clone()),
             Backend::Wasm { .. } => Err(Error::Config {
                 reason: format!("plugin {} is a component, not an executable", self.name()),
             }),
+        }
+    }
+
+    /// Dispenses `name` from a netrpc plugin (`Dispenser.Dispense`, then a broker dial).
+    async fn netrpc_conn(&self, name: &str) -> Result<NetRpcConn> {
+        let connection = match &self.backend {
+            Backend::Subprocess { connection, .. } if connection.killed() => {
+                return Err(self.killed());
+            }
+            Backend::Subprocess { connection, .. } => connection,
+            Backend::Wasm { .. } => {
+                return Err(Error::Config {
+                    reason: format!("plugin {} is a component, not an executable", self.name()),
+                });
+            }
+        };
+        let session = connection.netrpc()?;
+        match session.dispense(name).await {
+            Ok(client) => Ok(NetRpcConn::new(connection.clone(), client)),
+            Err(error) => Err(
+                match connection.netrpc_error("Dispenser.Dispense", error).await {
+                    plinth_subprocess::Error::Killed { plugin } => Error::Killed { plugin },
+                    other => Error::Subprocess(other),
+                },
+            ),
         }
     }
 

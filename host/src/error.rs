@@ -248,7 +248,7 @@ pub enum Error {
         plugin: String,
         /// The adapter's name.
         adapter: String,
-        /// The backend it lacks (`wasm` or `gRPC`).
+        /// The backend it lacks (`wasm`, `gRPC` or `netrpc`).
         backend: &'static str,
     },
 

@@ -18,22 +18,31 @@ pub use plinth_subprocess::transport::MAX_MESSAGE_SIZE;
 #[derive(Clone, Debug)]
 pub struct GrpcConn {
     connection: Connection,
+    channel: PluginChannel,
+    broker: Broker,
 }
 
 impl GrpcConn {
-    pub(crate) fn new(connection: Connection) -> GrpcConn {
-        GrpcConn { connection }
+    /// Fails for a plugin that does not speak gRPC.
+    pub(crate) fn new(connection: Connection) -> Result<GrpcConn, Error> {
+        let channel = connection.channel()?;
+        let broker = connection.broker()?.clone();
+        Ok(GrpcConn {
+            connection,
+            channel,
+            broker,
+        })
     }
 
     /// The channel to the plugin's gRPC services. Give generated clients
     /// [`MAX_MESSAGE_SIZE`] as their encoding and decoding limits, as a Go host does.
     pub fn channel(&self) -> PluginChannel {
-        self.connection.channel()
+        self.channel.clone()
     }
 
     /// The broker, for services the host serves to the plugin or the plugin offers the host.
     pub fn broker(&self) -> &Broker {
-        self.connection.broker()
+        &self.broker
     }
 
     /// The application protocol version negotiated with the plugin.

@@ -16,6 +16,7 @@ use wasmtime::component::Linker;
 
 use crate::error::{Error, Result};
 use crate::grpc::GrpcConn;
+use crate::netrpc::NetRpcConn;
 use crate::wasm::{HostState, Instance};
 
 /// An adapter from a plugin to the host's typed interface.
@@ -75,6 +76,16 @@ pub trait Plugin: Send + Sync + 'static {
             backend: "gRPC",
         })
     }
+
+    /// Builds the interface from a dispensed legacy `netrpc` plugin (go-plugin's `Client` of a
+    /// `net/rpc` plugin). Default: [`Error::BackendUnsupported`].
+    fn from_netrpc(&self, conn: NetRpcConn) -> Result<Arc<Self::Interface>> {
+        Err(Error::BackendUnsupported {
+            plugin: conn.name().to_owned(),
+            adapter: self.name().to_owned(),
+            backend: "netrpc",
+        })
+    }
 }
 
 /// A [`Plugin`] with its interface type erased, so adapters of different interfaces can share
@@ -89,6 +100,8 @@ pub(crate) trait ErasedPlugin: Send + Sync {
     fn from_wasm_erased(&self, instance: Instance) -> Result<Box<dyn Any + Send + Sync>>;
     /// Returns a `Box<Arc<Interface>>`.
     fn from_grpc_erased(&self, conn: GrpcConn) -> Result<Box<dyn Any + Send + Sync>>;
+    /// Returns a `Box<Arc<Interface>>`.
+    fn from_netrpc_erased(&self, conn: NetRpcConn) -> Result<Box<dyn Any + Send + Sync>>;
 }
 
 impl<P: Plugin> ErasedPlugin for P {
@@ -117,6 +130,10 @@ impl<P: Plugin> ErasedPlugin for P {
 
     fn from_grpc_erased(&self, conn: GrpcConn) -> Result<Box<dyn Any + Send + Sync>> {
         Ok(Box::new(self.from_grpc(conn)?))
+    }
+
+    fn from_netrpc_erased(&self, conn: NetRpcConn) -> Result<Box<dyn Any + Send + Sync>> {
+        Ok(Box::new(self.from_netrpc(conn)?))
     }
 }
 

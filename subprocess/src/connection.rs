@@ -1,5 +1,6 @@
 //! One go-plugin plugin as the host sees it: [`Config`] says how to launch (or reattach to) it,
-//! [`Connection`] is the running plugin — process, gRPC channel, broker, stdio — until killed.
+//! [`Connection`] is the running plugin — process, gRPC channel and broker (or netrpc session),
+//! stdio — until killed.
 //!
 //! Starting follows a Go host step by step: check the executable's checksum, build the
 //! environment (host environment without stale `PLUGIN_*` variables, then the cookie, port
@@ -25,6 +26,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::handshake::{self, Address, HandshakeConfig, HandshakeError, HandshakeLine, Protocol};
 use crate::mux::Mux;
+use crate::netrpc::{self, CallError};
 use crate::process::{Process, Spawn};
 use crate::reattach::{self, ReattachConfig};
 use crate::stdio::StdioSinks;
@@ -128,7 +130,8 @@ impl Config {
         self
     }
 
-    /// The RPC protocols the host accepts (go-plugin's `AllowedProtocols`). Default: gRPC.
+    /// The RPC protocols the host accepts (go-plugin's `AllowedProtocols`). Default: gRPC only
+    /// (a Go host defaults to netrpc only); add [`Protocol::NetRpc`] to load legacy plugins.
     pub fn allowed_protocols(mut self, protocols: impl IntoIterator<Item = Protocol>) -> Config {
         self.allowed_protocols = protocols.into_iter().collect();
         self
@@ -234,7 +237,8 @@ impl Config {
     }
 }
 
-/// A running go-plugin plugin: its process (when launched), its gRPC channel and its broker.
+/// A running go-plugin plugin: its process (when launched) and its gRPC channel and broker, or
+/// for a `netrpc` plugin its yamux session.
 ///
 /// Clones share the plugin. It is killed by [`Connection::kill`], or when the last clone is
 /// dropped (a launched plugin; a reattached one is left running).
@@ -245,8 +249,7 @@ pub struct Connection {
 
 struct Inner {
     name: Arc<str>,
-    channel: PluginChannel,
-    broker: Broker,
+    wire: Wire,
     version: u32,
     protocol: Protocol,
     address: Address,
@@ -257,6 +260,28 @@ struct Inner {
     killed: AtomicBool,
     kill_grace: Duration,
     tasks: Mutex<JoinSet<()>>,
+}
+
+/// The RPC connection, by protocol.
+#[derive(Clone)]
+enum Wire {
+    Grpc {
+        channel: PluginChannel,
+        broker: Broker,
+    },
+    NetRpc(Arc<netrpc::Session>),
+}
+
+impl Wire {
+    /// Asks the plugin to exit: the gRPC controller's `Shutdown`, or netrpc's `Control.Quit`.
+    async fn shutdown(&self, grace: Duration) {
+        match self {
+            Wire::Grpc { channel, .. } => {
+                controller::shutdown(channel.clone(), grace).await;
+            }
+            Wire::NetRpc(session) => session.quit(grace).await,
+        }
+    }
 }
 
 enum Owner {
@@ -291,13 +316,39 @@ impl Connection {
 
     /// The gRPC channel to the plugin's services. Build clients with
     /// [`MAX_MESSAGE_SIZE`](crate::transport::MAX_MESSAGE_SIZE) as their limits to match Go.
-    pub fn channel(&self) -> PluginChannel {
-        self.inner.channel.clone()
+    ///
+    /// Fails with [`Error::WrongProtocol`] for a `netrpc` plugin.
+    pub fn channel(&self) -> Result<PluginChannel> {
+        match &self.inner.wire {
+            Wire::Grpc { channel, .. } => Ok(channel.clone()),
+            Wire::NetRpc(_) => Err(self.wrong_protocol("a gRPC channel", Protocol::Grpc)),
+        }
     }
 
-    /// The broker, for connections beyond the main one.
-    pub fn broker(&self) -> &Broker {
-        &self.inner.broker
+    /// The broker, for connections beyond the main one. Fails with [`Error::WrongProtocol`]
+    /// for a `netrpc` plugin (whose broker is [`netrpc::Session::dial`]).
+    pub fn broker(&self) -> Result<&Broker> {
+        match &self.inner.wire {
+            Wire::Grpc { broker, .. } => Ok(broker),
+            Wire::NetRpc(_) => Err(self.wrong_protocol("the gRPC broker", Protocol::Grpc)),
+        }
+    }
+
+    /// The `netrpc` session. Fails with [`Error::WrongProtocol`] for a gRPC plugin.
+    pub fn netrpc(&self) -> Result<&netrpc::Session> {
+        match &self.inner.wire {
+            Wire::NetRpc(session) => Ok(session),
+            Wire::Grpc { .. } => Err(self.wrong_protocol("a netrpc session", Protocol::NetRpc)),
+        }
+    }
+
+    fn wrong_protocol(&self, operation: &'static str, needed: Protocol) -> Error {
+        Error::WrongProtocol {
+            plugin: self.name().to_owned(),
+            found: self.inner.protocol,
+            needed,
+            operation,
+        }
     }
 
     /// The application protocol version both sides agreed on.
@@ -345,9 +396,19 @@ impl Connection {
         )
     }
 
-    /// Checks that the plugin answers its health service (go-plugin's `Ping`).
+    /// Checks that the plugin answers: its gRPC health service, or netrpc's `Control.Ping`
+    /// (go-plugin's `Ping`).
     pub async fn ping(&self) -> Result<()> {
-        match health::check(self.channel()).await {
+        let channel = match &self.inner.wire {
+            Wire::Grpc { channel, .. } => channel.clone(),
+            Wire::NetRpc(session) => {
+                return match session.ping().await {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(self.netrpc_error("Control.Ping", error).await),
+                };
+            }
+        };
+        match health::check(channel).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::Rpc {
                 plugin: self.name().to_owned(),
@@ -392,6 +453,37 @@ impl Connection {
             plugin: self.name().to_owned(),
             method: method.to_owned(),
             status: Box::new(status),
+        }
+    }
+
+    /// Turns a failed netrpc call into an error: [`Error::Killed`] after a kill,
+    /// [`Error::Exited`] when the stream broke because the process died, else
+    /// [`Error::NetRpc`].
+    pub async fn netrpc_error(&self, method: &str, error: CallError) -> Error {
+        if self.inner.killed.load(Ordering::Acquire) {
+            return Error::Killed {
+                plugin: self.name().to_owned(),
+            };
+        }
+        if matches!(error, CallError::Broken(_)) {
+            let mut exit = self.inner.exit.clone();
+            let exited =
+                tokio::time::timeout(Duration::from_millis(500), exit.wait_for(Option::is_some))
+                    .await
+                    .ok()
+                    .and_then(|status| status.ok().and_then(|status| status.clone()));
+            if let Some(status) = exited {
+                return Error::Exited {
+                    plugin: self.name().to_owned(),
+                    status,
+                    stderr: self.stderr_tail().await,
+                };
+            }
+        }
+        Error::NetRpc {
+            plugin: self.name().to_owned(),
+            method: method.to_owned(),
+            reason: error,
         }
     }
 
@@ -451,12 +543,14 @@ impl Inner {
         if self.killed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.broker.close();
+        if let Wire::Grpc { broker, .. } = &self.wire {
+            broker.close();
+        }
         match &self.owner {
             Owner::Reattached { test: true, .. } => {}
             Owner::Launched(process) => {
                 if process.exit_status().is_none() {
-                    controller::shutdown(self.channel.clone(), self.kill_grace).await;
+                    self.wire.shutdown(self.kill_grace).await;
                     if process.wait_timeout(self.kill_grace).await.is_none() {
                         tracing::warn!(plugin = %self.name, "plugin failed to exit gracefully");
                         process.kill();
@@ -467,7 +561,7 @@ impl Inner {
                 tracing::debug!(plugin = %self.name, status = ?process.exit_status(), "plugin exited");
             }
             Owner::Reattached { pid, test: false } => {
-                controller::shutdown(self.channel.clone(), self.kill_grace).await;
+                self.wire.shutdown(self.kill_grace).await;
                 let mut exit = self.exit.clone();
                 let exited =
                     tokio::time::timeout(self.kill_grace, exit.wait_for(Option::is_some)).await;
@@ -475,6 +569,9 @@ impl Inner {
                     reattach::kill_process(*pid);
                 }
             }
+        }
+        if let Wire::NetRpc(session) = &self.wire {
+            session.close().await;
         }
         lock(&self.tasks).abort_all();
     }
@@ -497,10 +594,10 @@ impl Drop for Inner {
             if process.exit_status().is_some() {
                 return;
             }
-            let channel = self.channel.clone();
+            let wire = self.wire.clone();
             let grace = self.kill_grace;
             runtime.spawn(async move {
-                controller::shutdown(channel, grace).await;
+                wire.shutdown(grace).await;
                 process.wait_timeout(grace).await;
                 // Dropping `process` kills it if it is still running.
             });
@@ -613,9 +710,7 @@ async fn attach(config: &Config, reattach: ReattachConfig) -> Result<Connection>
         server_cert: None,
         multiplex: false,
     };
-    if protocol != Protocol::Grpc {
-        check_negotiation(config, &name, &parsed, &[parsed.app_version])?;
-    }
+    check_negotiation(config, &name, &parsed, &[parsed.app_version])?;
     let (exit_sender, exit) = watch::channel(None);
     let owner = Owner::Reattached {
         pid: reattach.pid,
@@ -631,16 +726,25 @@ async fn attach(config: &Config, reattach: ReattachConfig) -> Result<Connection>
             other => other,
         })?;
     // HTTP/2 connects lazily; one call proves the plugin is there and speaks our TLS (or none).
-    if let Err(status) = health::check(connection.channel()).await
-        && status.code() != tonic::Code::Unimplemented
-    {
-        return Err(Error::Reattach {
-            plugin: connection.name().to_owned(),
-            reason: format!(
-                "the plugin does not answer: {}",
-                transport::describe(&status)
-            ),
-        });
+    match &connection.inner.wire {
+        Wire::NetRpc(session) => {
+            let answer = tokio::time::timeout(config.start_timeout, session.ping()).await;
+            let reason = match answer {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(format!("the plugin does not answer: {error}")),
+                Err(_) => Some(format!(
+                    "the plugin did not answer Control.Ping within {:?}",
+                    config.start_timeout
+                )),
+            };
+            if let Some(reason) = reason {
+                return Err(Error::Reattach {
+                    plugin: connection.name().to_owned(),
+                    reason,
+                });
+            }
+        }
+        Wire::Grpc { channel, .. } => check_reattached(&connection, channel.clone()).await?,
     }
     if reattach.pid != 0 {
         let pid = reattach.pid;
@@ -653,6 +757,21 @@ async fn attach(config: &Config, reattach: ReattachConfig) -> Result<Connection>
         });
     }
     Ok(connection)
+}
+
+async fn check_reattached(connection: &Connection, channel: PluginChannel) -> Result<()> {
+    if let Err(status) = health::check(channel).await
+        && status.code() != tonic::Code::Unimplemented
+    {
+        return Err(Error::Reattach {
+            plugin: connection.name().to_owned(),
+            reason: format!(
+                "the plugin does not answer: {}",
+                transport::describe(&status)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Permissions for a directory only this user may enter.
@@ -819,14 +938,6 @@ fn check_negotiation(
             why: "the host does not allow",
         });
     }
-    if parsed.protocol == Protocol::NetRpc {
-        return Err(Error::UnsupportedProtocol {
-            plugin: name.to_owned(),
-            found: parsed.protocol,
-            allowed: config.allowed_protocols.clone(),
-            why: "is not supported by this build of plinth-subprocess",
-        });
-    }
     Ok(())
 }
 
@@ -877,6 +988,37 @@ async fn connect(
         address: parsed.address.to_string(),
         reason,
     };
+    if parsed.protocol == Protocol::NetRpc {
+        let io = transport::connect(&parsed.address)
+            .await
+            .map_err(|error| connect_error(error.to_string()))?;
+        let tls = tls_client.is_some();
+        let io = match tls_client {
+            Some(tls_config) => transport::tls_connect(io, tls_config)
+                .await
+                .map_err(|error| connect_error(error.to_string()))?,
+            None => io,
+        };
+        let session = netrpc::Session::start(name.clone(), io, config.stdio.clone())
+            .await
+            .map_err(|error| connect_error(error.to_string()))?;
+        return Ok(Connection {
+            inner: Arc::new(Inner {
+                name,
+                wire: Wire::NetRpc(Arc::new(session)),
+                version: parsed.app_version,
+                protocol: parsed.protocol,
+                address: parsed.address.clone(),
+                handshake: parsed,
+                tls,
+                owner,
+                exit,
+                killed: AtomicBool::new(false),
+                kill_grace: config.kill_grace,
+                tasks: Mutex::new(tasks),
+            }),
+        });
+    }
     let (dialer, mux) = if parsed.multiplex && config.multiplex {
         let io = transport::connect(&parsed.address)
             .await
@@ -916,8 +1058,7 @@ async fn connect(
     Ok(Connection {
         inner: Arc::new(Inner {
             name,
-            channel,
-            broker,
+            wire: Wire::Grpc { channel, broker },
             version: parsed.app_version,
             protocol: parsed.protocol,
             address: parsed.address.clone(),

@@ -162,6 +162,31 @@ pub enum Error {
         status: Box<tonic::Status>,
     },
 
+    /// A `netrpc` call to the plugin failed while the plugin kept running.
+    #[error("call {method} to plugin {plugin} failed: {reason}")]
+    NetRpc {
+        /// The plugin's name.
+        plugin: String,
+        /// The method called (`Plugin.Greet`).
+        method: String,
+        /// What went wrong.
+        #[source]
+        reason: crate::netrpc::CallError,
+    },
+
+    /// The operation needs the other RPC protocol (the gRPC channel of a `netrpc` plugin).
+    #[error("plugin {plugin} speaks {found}; {operation} needs {needed}")]
+    WrongProtocol {
+        /// The plugin's name.
+        plugin: String,
+        /// The protocol the plugin speaks.
+        found: Protocol,
+        /// The protocol the operation needs.
+        needed: Protocol,
+        /// What was asked for.
+        operation: &'static str,
+    },
+
     /// The plugin process ended while the host still used it (a crash, or killed from outside).
     #[error("plugin {plugin} exited ({status}) while in use{}", tail(stderr))]
     Exited {

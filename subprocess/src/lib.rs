@@ -13,6 +13,7 @@
 pub mod broker;
 pub mod handshake;
 pub mod logs;
+pub mod netrpc;
 pub mod reattach;
 #[cfg(unix)]
 pub mod serve;

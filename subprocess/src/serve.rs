@@ -589,8 +589,11 @@ mod tests {
         let host = server.connection().clone();
         assert_eq!(host.negotiated_version(), 3);
         host.ping().await.expect("plugin is serving");
-        assert_eq!(check(host.channel(), "").await, tonic::Code::Ok);
-        assert_eq!(check(host.channel(), "other").await, tonic::Code::NotFound);
+        assert_eq!(check(host.channel().unwrap(), "").await, tonic::Code::Ok);
+        assert_eq!(
+            check(host.channel().unwrap(), "other").await,
+            tonic::Code::NotFound
+        );
 
         let plugin = plugin_broker.get().unwrap().clone();
         let shutdown = Shutdown::new();
@@ -602,14 +605,16 @@ mod tests {
             .unwrap();
         let channel = host
             .broker()
+            .unwrap()
             .dial(id)
             .await
             .expect("host dials the plugin's id");
         assert_eq!(check(channel, "plugin").await, tonic::Code::Ok);
         // The host offers one; the plugin dials it.
-        let id = host.broker().next_id();
+        let id = host.broker().unwrap().next_id();
         let _offered = host
             .broker()
+            .unwrap()
             .accept_and_serve(id, health_routes(&shutdown))
             .await
             .unwrap();
@@ -637,7 +642,7 @@ mod tests {
         let mut server = serve_test(config).await.unwrap();
         let mut controller =
             crate::proto::plugin::grpc_controller_client::GrpcControllerClient::new(
-                server.connection().channel(),
+                server.connection().channel().unwrap(),
             );
         controller
             .shutdown(crate::proto::plugin::Empty {})

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use plinth::wasm::{Access, Grants, Output};
-use plinth::{Client, ClientConfig, PluginSet};
+use plinth::{Client, ClientConfig, HandshakeConfig, PluginSet, Protocol};
 use plinth_examples::counter::{AddHelper, CounterPlugin};
 use plinth_examples::greeter::GreeterPlugin;
 use plinth_examples::kv::{Kv, KvPlugin};
@@ -150,16 +150,20 @@ async fn go_plugins() -> anyhow::Result<()> {
         println!("\n(the Go plugins are not built; `cargo xtask demo` builds them)");
         return Ok(());
     }
-    section("one host, two kinds of plugin: the kv adapter on a component and on a Go executable");
-    for path in [guest("kv"), go_plugin("kv-plugin")] {
+    section("one host, three kinds of plugin: the kv adapter on a component and on Go executables");
+    for path in [guest("kv"), go_plugin("kv-plugin"), go_plugin("netrpc-kv")] {
         // `file` looks at the first bytes: a component is loaded, an executable launched.
-        let client = Client::start(ClientConfig::file(&path).handshake(handshake())).await?;
+        let config = ClientConfig::file(&path)
+            .handshake(handshake())
+            .allowed_protocols([Protocol::Grpc, Protocol::NetRpc]);
+        let client = Client::start(config).await?;
         let kv = client.dispense(&KvPlugin).await?;
         kv.put("from", b"the same host code").await?;
         let value = kv.get("from").await?;
         let kind = match client.connection() {
             Some(connection) => format!(
-                "go-plugin executable, gRPC v{} over {} with AutoMTLS",
+                "go-plugin executable, {} v{} over {} with AutoMTLS",
+                connection.protocol(),
                 connection.negotiated_version(),
                 connection.address().network()
             ),
@@ -172,6 +176,17 @@ async fn go_plugins() -> anyhow::Result<()> {
         );
         client.kill().await;
     }
+
+    section("netrpc: go-plugin's classic Greeter, served over net/rpc and gob");
+    let client = Client::start(
+        ClientConfig::command(go_plugin("netrpc-greeter"))
+            .handshake(HandshakeConfig::new(1, "BASIC_PLUGIN", "hello"))
+            .allowed_protocols([Protocol::NetRpc]),
+    )
+    .await?;
+    let greeter = client.dispense(&GreeterPlugin::new()).await?;
+    println!("greet() -> {:?}", greeter.greet("").await?);
+    client.kill().await;
 
     section("counter: the Go plugin calls the host back through the broker");
     let client =
