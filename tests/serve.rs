@@ -415,3 +415,36 @@ fn sigint_is_ignored_and_sigterm_stops_cleanly_removing_the_socket() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!socket.exists(), "the socket file is removed");
 }
+
+/// A 64 MiB value crosses both ways between Plinth and a Rust-served plugin (both allow
+/// messages up to 2³¹−1 bytes); a Go plugin, whose gRPC server keeps grpc-go's 4 MiB receive
+/// limit, refuses it with a status naming the limit and goes on serving.
+#[tokio::test]
+async fn a_64_mib_message_crosses_or_is_refused_with_the_plugin_still_serving() {
+    let big: Vec<u8> = (0..(64usize << 20)).map(|i| (i % 253) as u8).collect();
+
+    let rust =
+        Client::start(ClientConfig::command(rust_plugin("kv-plugin")).handshake(handshake()))
+            .await
+            .expect("kv-plugin starts");
+    let kv = rust.dispense(&KvPlugin).await.unwrap();
+    kv.put("big", &big).await.expect("a 64 MiB put");
+    assert!(kv.get("big").await.expect("a 64 MiB get") == big);
+    rust.kill().await;
+
+    let go = Client::start(ClientConfig::command(go_plugin("kv-plugin")).handshake(handshake()))
+        .await
+        .expect("the Go kv-plugin starts");
+    let kv = go.dispense(&KvPlugin).await.unwrap();
+    let error = kv.put("big", &big).await.unwrap_err();
+    match &error {
+        plinth::Error::Subprocess(plinth_subprocess::Error::Rpc { status, .. }) => {
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{error}");
+            assert!(status.message().contains("larger than max"), "{error}");
+        }
+        other => panic!("expected the plugin's refusal, got {other:?}"),
+    }
+    kv.put("small", b"still serving").await.unwrap();
+    assert_eq!(kv.get("small").await.unwrap(), b"still serving");
+    go.kill().await;
+}

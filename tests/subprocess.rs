@@ -648,14 +648,14 @@ async fn many_spawn_call_kill_cycles_leak_no_fds_processes_or_temp_files() {
     drop((client, kv));
     let (fds, dirs) = (open_fds(), broker_dirs());
     let mut pids = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..1000 {
         let (client, kv) = kv_of(command("kv-plugin")).await;
         put_get(&*kv).await;
         pids.push(client.connection().unwrap().pid().unwrap());
         client.kill().await;
     }
     // Other tests run beside this one and hold a few fds and directories of their own for a
-    // while; a leak would show as one or more per cycle, hundreds here.
+    // while; a leak would show as one or more per cycle, a thousand here.
     let settled = |fds_now: usize, dirs_now: usize| fds_now <= fds + 20 && dirs_now <= dirs + 3;
     for _ in 0..100 {
         if settled(open_fds(), broker_dirs()) {

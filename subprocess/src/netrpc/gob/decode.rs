@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::value::{Struct, Type, Value};
-use super::{GobError, MAX_DEPTH, MAX_MESSAGE};
+use super::{GobError, MAX_DEPTH, MAX_MESSAGE, MAX_VALUES};
 
 /// Predefined type ids.
 pub(super) mod ids {
@@ -56,6 +56,8 @@ pub enum Message {
 pub struct Decoder {
     types: HashMap<i64, Wire>,
     resolved: HashMap<i64, Type>,
+    /// Values the current message may still produce.
+    budget: usize,
 }
 
 impl Decoder {
@@ -90,6 +92,7 @@ impl Decoder {
     /// Decodes one message body (without its length prefix).
     pub fn decode(&mut self, message: &[u8]) -> Result<Message, GobError> {
         let mut buf = Buf::new(message);
+        self.budget = MAX_VALUES;
         let id = buf.int("a type id")?;
         if id < 0 {
             let id = id.checked_neg().ok_or(GobError::UnknownType { id })?;
@@ -129,6 +132,12 @@ impl Decoder {
         if depth > MAX_DEPTH {
             return Err(GobError::TooDeep { limit: MAX_DEPTH });
         }
+        // Every value takes a byte or more on the wire but far more in memory: bound how many
+        // one message may hold, so a hostile peer cannot turn bytes into gigabytes.
+        self.budget = self
+            .budget
+            .checked_sub(1)
+            .ok_or(GobError::TooManyValues { limit: MAX_VALUES })?;
         match id {
             ids::BOOL => match buf.uint("a bool")? {
                 0 => Ok(Value::Bool(false)),
@@ -181,7 +190,7 @@ impl Decoder {
                     Wire::Slice { elem } => {
                         let count = buf.count("a slice")?;
                         let elem_type = self.resolve(elem, 0)?;
-                        let mut items = Vec::with_capacity(count);
+                        let mut items = Vec::with_capacity(count.min(self.budget));
                         for _ in 0..count {
                             items.push(self.value(buf, elem, depth + 1)?);
                         }
@@ -199,7 +208,7 @@ impl Decoder {
                             ));
                         }
                         let elem_type = self.resolve(elem, 0)?;
-                        let mut items = Vec::with_capacity(count);
+                        let mut items = Vec::with_capacity(count.min(self.budget));
                         for _ in 0..count {
                             items.push(self.value(buf, elem, depth + 1)?);
                         }
@@ -212,7 +221,7 @@ impl Decoder {
                         let count = buf.count("a map")?;
                         let key_type = self.resolve(key, 0)?;
                         let value_type = self.resolve(elem, 0)?;
-                        let mut entries = Vec::with_capacity(count.min(buf.remaining() / 2));
+                        let mut entries = Vec::with_capacity(count.min(self.budget));
                         for _ in 0..count {
                             let k = self.value(buf, key, depth + 1)?;
                             let v = self.value(buf, elem, depth + 1)?;

@@ -26,6 +26,12 @@ pub use value::{FromGob, GobElement, GobType, Struct, ToGob, Type, Value};
 /// host allocate without limit.
 pub const MAX_MESSAGE: usize = 256 << 20;
 
+/// The most values (elements, fields, entries, each counted) one message may decode to: 1 Mi.
+///
+/// A value takes a byte on the wire but tens of bytes in memory; this bound keeps a message of
+/// empty structs from costing gigabytes.
+pub const MAX_VALUES: usize = 1 << 20;
+
 /// Nesting deeper than this (types inside types, values inside values) is refused.
 pub(crate) const MAX_DEPTH: usize = 100;
 
@@ -47,6 +53,13 @@ pub enum GobError {
     TooLarge {
         /// The declared length.
         length: u64,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A message holds more values than [`MAX_VALUES`].
+    #[error("gob message holds more than {limit} values")]
+    TooManyValues {
         /// The limit.
         limit: usize,
     },

@@ -223,3 +223,21 @@ fn redefining_a_type_is_refused() {
         "{error:?}"
     );
 }
+
+#[test]
+fn a_message_of_too_many_values_is_refused() {
+    // The definition of []bool (from an empty one), then a value claiming MAX_VALUES + 1
+    // elements, all present: every element is one byte on the wire.
+    let definition = encode(&Vec::<bool>::new().to_gob());
+    let (header, length) = Decoder::frame(&definition).unwrap().unwrap();
+    let mut stream = definition[..header + length].to_vec();
+    let count = MAX_VALUES + 1;
+    let mut body = vec![0xFF, 0x80, 0x00]; // type id 64, singleton delta
+    body.push(0xFC);
+    body.extend_from_slice(&(count as u32).to_be_bytes());
+    body.resize(body.len() + count, 0);
+    encode::put_uint(&mut stream, body.len() as u64);
+    stream.extend_from_slice(&body);
+    let error = decode_all(&mut Decoder::new(), &stream).unwrap_err();
+    assert_eq!(error, GobError::TooManyValues { limit: MAX_VALUES });
+}
