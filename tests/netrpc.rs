@@ -520,7 +520,7 @@ mod fake {
     }
 
     /// Serves yamux; the control stream goes to `script`.
-    pub fn serve<F, Fut>(script: F) -> Fake
+    fn serve<F, Fut>(script: F) -> Fake
     where
         F: FnOnce(Box<dyn Stream>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -545,8 +545,43 @@ mod fake {
         }
     }
 
+    /// What a fake answers a request with: a reply value, or a good reply header followed by
+    /// raw bytes (and then, for `RawThenEnd`, the end of the stream).
+    pub enum Answer {
+        Value(Value),
+        Raw(Vec<u8>),
+        RawThenEnd(Vec<u8>),
+    }
+
+    /// Serves the control stream, answering the `n`th request (from 1) with `answer(n)`.
+    pub fn answering(mut answer: impl FnMut(usize) -> Answer + Send + 'static) -> Fake {
+        serve(move |mut io| async move {
+            let mut decoder = Decoder::new();
+            let mut encoder = Encoder::new();
+            let mut served = 0;
+            while let Some((method, seq, _)) = request(&mut io, &mut decoder).await {
+                served += 1;
+                let (raw, end) = match answer(served) {
+                    Answer::Value(value) => {
+                        reply(&mut io, &mut encoder, &method, seq, &value).await;
+                        continue;
+                    }
+                    Answer::Raw(raw) => (raw, false),
+                    Answer::RawThenEnd(raw) => (raw, true),
+                };
+                let mut out = header(&mut encoder, &method, seq, "");
+                out.extend_from_slice(&raw);
+                io.write_all(&out).await.unwrap();
+                if end {
+                    io.shutdown().await.unwrap();
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    }
+
     /// Reads one request: `(method, seq, argument)`.
-    pub async fn request(
+    async fn request(
         io: &mut (impl AsyncRead + Unpin),
         decoder: &mut Decoder,
     ) -> Option<(String, u64, Value)> {
@@ -577,7 +612,7 @@ mod fake {
     }
 
     /// The bytes of a reply header.
-    pub fn header(encoder: &mut Encoder, method: &str, seq: u64, error: &str) -> Vec<u8> {
+    fn header(encoder: &mut Encoder, method: &str, seq: u64, error: &str) -> Vec<u8> {
         let mut out = Vec::new();
         let header: Value = Struct::new("Response")
             .field("ServiceMethod", method)
@@ -589,7 +624,7 @@ mod fake {
     }
 
     /// A whole reply.
-    pub async fn reply(
+    async fn reply(
         io: &mut (impl AsyncWrite + Unpin),
         encoder: &mut Encoder,
         method: &str,
@@ -601,6 +636,8 @@ mod fake {
         io.write_all(&out).await.unwrap();
     }
 }
+
+use fake::Answer;
 
 fn fake_client(reattach: ReattachConfig) -> ClientConfig {
     ClientConfig::reattach(reattach)
@@ -643,22 +680,10 @@ async fn a_silent_peer_is_bounded_by_the_start_timeout() {
 
 #[tokio::test]
 async fn an_undefined_type_fails_one_call_and_the_stream_goes_on() {
-    use tokio::io::AsyncWriteExt;
-    let fake = fake::serve(|mut io| async move {
-        let mut decoder = plinth::gob::Decoder::new();
-        let mut encoder = plinth::gob::Encoder::new();
-        let mut served = 0;
-        while let Some((method, seq, _)) = fake::request(&mut io, &mut decoder).await {
-            served += 1;
-            if served == 2 {
-                // A value of type 99, which this stream never defined: `03 FF C6 00`.
-                let mut out = fake::header(&mut encoder, &method, seq, "");
-                out.extend_from_slice(&[0x03, 0xFF, 0xC6, 0x00]);
-                io.write_all(&out).await.unwrap();
-            } else {
-                fake::reply(&mut io, &mut encoder, &method, seq, &Value::Uint(7)).await;
-            }
-        }
+    let fake = fake::answering(|served| match served {
+        // A value of type 99, which this stream never defined: `03 FF C6 00`.
+        2 => Answer::Raw(vec![0x03, 0xFF, 0xC6, 0x00]),
+        _ => Answer::Value(Value::Uint(7)),
     });
     let client = Client::start(fake_client(fake.reattach.clone()))
         .await
@@ -701,25 +726,10 @@ async fn an_undefined_type_fails_one_call_and_the_stream_goes_on() {
 
 #[tokio::test]
 async fn a_truncated_frame_breaks_the_stream_with_a_typed_error() {
-    use tokio::io::AsyncWriteExt;
-    let fake = fake::serve(|mut io| async move {
-        let mut decoder = plinth::gob::Decoder::new();
-        let mut encoder = plinth::gob::Encoder::new();
-        let mut served = 0;
-        while let Some((method, seq, _)) = fake::request(&mut io, &mut decoder).await {
-            served += 1;
-            if served == 1 {
-                fake::reply(&mut io, &mut encoder, &method, seq, &Value::Nil).await;
-            } else {
-                // A header, then a message announcing 100 bytes with 10 sent, then EOF.
-                let mut out = fake::header(&mut encoder, &method, seq, "");
-                out.push(100);
-                out.extend_from_slice(&[0; 10]);
-                io.write_all(&out).await.unwrap();
-                io.shutdown().await.unwrap();
-                std::future::pending::<()>().await;
-            }
-        }
+    let fake = fake::answering(|served| match served {
+        1 => Answer::Value(Value::Nil),
+        // A message announcing 100 bytes with 10 sent, then the end of the stream.
+        _ => Answer::RawThenEnd([&[100u8][..], &[0; 10]].concat()),
     });
     let client = Client::start(fake_client(fake.reattach.clone()))
         .await
@@ -754,22 +764,10 @@ async fn a_truncated_frame_breaks_the_stream_with_a_typed_error() {
 
 #[tokio::test]
 async fn a_malformed_type_definition_breaks_the_stream() {
-    use tokio::io::AsyncWriteExt;
-    let fake = fake::serve(|mut io| async move {
-        let mut decoder = plinth::gob::Decoder::new();
-        let mut encoder = plinth::gob::Encoder::new();
-        let mut served = 0;
-        while let Some((method, seq, _)) = fake::request(&mut io, &mut decoder).await {
-            served += 1;
-            if served == 1 {
-                fake::reply(&mut io, &mut encoder, &method, seq, &Value::Nil).await;
-            } else {
-                // Header, then a definition of type 70 with a wireType field number 9.
-                let mut out = fake::header(&mut encoder, &method, seq, "");
-                out.extend_from_slice(&[0x04, 0xFF, 0x8B, 0x0A, 0x00]);
-                io.write_all(&out).await.unwrap();
-            }
-        }
+    let fake = fake::answering(|served| match served {
+        1 => Answer::Value(Value::Nil),
+        // A definition of type 70 with a wireType field number 9.
+        _ => Answer::Raw(vec![0x04, 0xFF, 0x8B, 0x0A, 0x00]),
     });
     let client = Client::start(fake_client(fake.reattach.clone()))
         .await

@@ -434,20 +434,10 @@ impl Connection {
             || std::error::Error::source(&status).is_some()
             || status.message().starts_with("Service was not ready");
         let already_exited = self.inner.exit.borrow().is_some();
-        if transport_failure || already_exited {
-            let mut exit = self.inner.exit.clone();
-            let exited =
-                tokio::time::timeout(Duration::from_millis(500), exit.wait_for(Option::is_some))
-                    .await
-                    .ok()
-                    .and_then(|status| status.ok().and_then(|status| status.clone()));
-            if let Some(status) = exited {
-                return Error::Exited {
-                    plugin: self.name().to_owned(),
-                    status,
-                    stderr: self.stderr_tail().await,
-                };
-            }
+        if (transport_failure || already_exited)
+            && let Some(exited) = self.exit_error().await
+        {
+            return exited;
         }
         Error::Rpc {
             plugin: self.name().to_owned(),
@@ -465,26 +455,32 @@ impl Connection {
                 plugin: self.name().to_owned(),
             };
         }
-        if matches!(error, CallError::Broken(_)) {
-            let mut exit = self.inner.exit.clone();
-            let exited =
-                tokio::time::timeout(Duration::from_millis(500), exit.wait_for(Option::is_some))
-                    .await
-                    .ok()
-                    .and_then(|status| status.ok().and_then(|status| status.clone()));
-            if let Some(status) = exited {
-                return Error::Exited {
-                    plugin: self.name().to_owned(),
-                    status,
-                    stderr: self.stderr_tail().await,
-                };
-            }
+        if matches!(error, CallError::Broken(_))
+            && let Some(exited) = self.exit_error().await
+        {
+            return exited;
         }
         Error::NetRpc {
             plugin: self.name().to_owned(),
             method: method.to_owned(),
             reason: error,
         }
+    }
+
+    /// [`Error::Exited`] if the process exits within a short moment: a broken connection is
+    /// usually seen before the exit.
+    async fn exit_error(&self) -> Option<Error> {
+        let mut exit = self.inner.exit.clone();
+        let status =
+            tokio::time::timeout(Duration::from_millis(500), exit.wait_for(Option::is_some))
+                .await
+                .ok()
+                .and_then(|status| status.ok().and_then(|status| status.clone()))?;
+        Some(Error::Exited {
+            plugin: self.name().to_owned(),
+            status,
+            stderr: self.stderr_tail().await,
+        })
     }
 
     async fn stderr_tail(&self) -> String {

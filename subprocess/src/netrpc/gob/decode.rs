@@ -7,6 +7,8 @@ use super::{GobError, MAX_DEPTH, MAX_MESSAGE, MAX_VALUES};
 
 /// Predefined type ids.
 pub(super) mod ids {
+    use super::Type;
+
     pub const BOOL: i64 = 1;
     pub const INT: i64 = 2;
     pub const UINT: i64 = 3;
@@ -17,6 +19,26 @@ pub(super) mod ids {
     pub const INTERFACE: i64 = 8;
     /// Ids below this are gob's own (basic types and the type system's types).
     pub const FIRST_USER: i64 = 64;
+
+    /// The predefined ids of the basic types.
+    pub const BASIC: [(i64, Type); 8] = [
+        (BOOL, Type::Bool),
+        (INT, Type::Int),
+        (UINT, Type::Uint),
+        (FLOAT, Type::Float),
+        (BYTES, Type::Bytes),
+        (STRING, Type::String),
+        (COMPLEX, Type::Complex),
+        (INTERFACE, Type::Interface),
+    ];
+
+    /// The predefined id of a basic type.
+    pub fn of(ty: &Type) -> Option<i64> {
+        BASIC
+            .iter()
+            .find(|(_, basic)| basic == ty)
+            .map(|(id, _)| *id)
+    }
 }
 
 /// A type definition as received: component types are referred to by id.
@@ -313,19 +335,8 @@ impl Decoder {
         if depth > MAX_DEPTH {
             return Err(GobError::TooDeep { limit: MAX_DEPTH });
         }
-        let basic = match id {
-            ids::BOOL => Some(Type::Bool),
-            ids::INT => Some(Type::Int),
-            ids::UINT => Some(Type::Uint),
-            ids::FLOAT => Some(Type::Float),
-            ids::BYTES => Some(Type::Bytes),
-            ids::STRING => Some(Type::String),
-            ids::COMPLEX => Some(Type::Complex),
-            ids::INTERFACE => Some(Type::Interface),
-            _ => None,
-        };
-        if let Some(basic) = basic {
-            return Ok(basic);
+        if let Some(basic) = ids::BASIC.iter().find(|(basic, _)| *basic == id) {
+            return Ok(basic.1.clone());
         }
         if let Some(resolved) = self.resolved.get(&id) {
             return Ok(resolved.clone());

@@ -84,18 +84,7 @@ impl Encoder {
         if depth > MAX_DEPTH {
             return Err(GobError::TooDeep { limit: MAX_DEPTH });
         }
-        let basic = match ty {
-            Type::Bool => Some(ids::BOOL),
-            Type::Int => Some(ids::INT),
-            Type::Uint => Some(ids::UINT),
-            Type::Float => Some(ids::FLOAT),
-            Type::Complex => Some(ids::COMPLEX),
-            Type::Bytes => Some(ids::BYTES),
-            Type::String => Some(ids::STRING),
-            Type::Interface => Some(ids::INTERFACE),
-            _ => None,
-        };
-        if let Some(id) = basic {
+        if let Some(id) = ids::of(ty) {
             return Ok(id);
         }
         if let Some(id) = self.sent.get(ty) {
@@ -275,7 +264,7 @@ impl Encoder {
                 }
                 put_str(out, name);
                 let concrete = value.ty();
-                let id = match basic_id(&concrete) {
+                let id = match ids::of(&concrete) {
                     Some(id) => id,
                     None => *self.sent.get(&concrete).ok_or_else(mismatch)?,
                 };
@@ -336,20 +325,6 @@ impl Encoder {
             _ => return Err(mismatch()),
         }
         Ok(())
-    }
-}
-
-fn basic_id(ty: &Type) -> Option<i64> {
-    match ty {
-        Type::Bool => Some(ids::BOOL),
-        Type::Int => Some(ids::INT),
-        Type::Uint => Some(ids::UINT),
-        Type::Float => Some(ids::FLOAT),
-        Type::Complex => Some(ids::COMPLEX),
-        Type::Bytes => Some(ids::BYTES),
-        Type::String => Some(ids::STRING),
-        Type::Interface => Some(ids::INTERFACE),
-        _ => None,
     }
 }
 
