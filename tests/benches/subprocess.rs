@@ -8,8 +8,13 @@
 //! - `subprocess/start_to_first_answer/plinth`: `Client::start` (spawn, handshake, connect),
 //!   dispense, and the first answered call; the kill afterwards is not timed.
 //!
-//! The peer is `tests/go/bin/go-host bench`, go-plugin v1.8.0's own client on the same binary;
-//! its figures and the ratios are printed after criterion's. Run with `cargo xtask bench`.
+//! - Throughput (not criterion): calls per second with 64 tasks sharing one client on a
+//!   multi-threaded runtime.
+//!
+//! The peer is `tests/go/bin/go-host bench`, go-plugin v1.8.0's own client on the same binary
+//! (64 goroutines for throughput); its figures and the ratios are printed after criterion's and
+//! written to `criterion/plinth-subprocess.json` in the target directory for `cargo xtask
+//! bench`'s table. Run with `cargo xtask bench`.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -105,8 +110,38 @@ fn start_to_first_answer(c: &mut Criterion, runtime: &Runtime) {
     group.finish();
 }
 
-/// The Go host's figures on the same binary: (rtt ns, startup ns).
-fn go_peer() -> Option<(f64, f64)> {
+/// Calls per second with 64 tasks sharing one client.
+fn throughput(runtime: &Runtime) -> f64 {
+    runtime.block_on(async {
+        let client = Client::start(config(false))
+            .await
+            .expect("kv-plugin starts");
+        let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
+        kv.put("key16", &[7u8; 16]).await.expect("put");
+        const CALLERS: usize = 64;
+        const PER_CALLER: usize = 400;
+        let began = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..CALLERS {
+            let kv = kv.clone();
+            tasks.spawn(async move {
+                for _ in 0..PER_CALLER {
+                    std::hint::black_box(kv.get("key16").await.expect("get"));
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("a caller");
+        }
+        let rate = (CALLERS * PER_CALLER) as f64 / began.elapsed().as_secs_f64();
+        client.kill().await;
+        rate
+    })
+}
+
+/// The Go host's figures on the same binary: (rtt ns, startup ns, calls per second with 64
+/// callers).
+fn go_peer() -> Option<(f64, f64, f64)> {
     let host = go_plugin("go-host");
     let output = Command::new(&host)
         .args(["bench"])
@@ -119,7 +154,11 @@ fn go_peer() -> Option<(f64, f64)> {
     let figures: serde_json::Value = serde_json::from_str(text.trim())
         .map_err(|e| eprintln!("go-host printed {text:?}: {e}"))
         .ok()?;
-    Some((figures["rtt_ns"].as_f64()?, figures["startup_ns"].as_f64()?))
+    Some((
+        figures["rtt_ns"].as_f64()?,
+        figures["startup_ns"].as_f64()?,
+        figures["calls_per_s_64"].as_f64()?,
+    ))
 }
 
 fn main() {
@@ -136,8 +175,13 @@ fn main() {
     kv_get(&mut criterion, &multi_thread, "multi_thread");
     start_to_first_answer(&mut criterion, &runtime);
     criterion.final_summary();
+    // `cargo test --benches` runs this binary only to check it works.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
+    let calls_per_s = throughput(&multi_thread);
 
-    let Some((go_rtt, go_startup)) = go_peer() else {
+    let Some((go_rtt, go_startup, go_calls_per_s)) = go_peer() else {
         eprintln!("the Go peer could not be measured; build it with `cargo xtask go`");
         return;
     };
@@ -163,5 +207,28 @@ fn main() {
                 ours / go
             );
         }
+    }
+    println!(
+        "{:<28} {:>10.0}/s {:>10.0}/s {:>7.2}x",
+        "throughput, 64 callers",
+        calls_per_s,
+        go_calls_per_s,
+        calls_per_s / go_calls_per_s
+    );
+    let written = serde_json::json!({
+        "rtt_current_thread_ns": mean_ns("rtt, current_thread runtime"),
+        "rtt_multi_thread_ns": mean_ns("rtt, multi_thread runtime"),
+        "rtt_mtls_current_thread_ns": mean_ns("rtt mtls, current_thread"),
+        "startup_ns": mean_ns("startup"),
+        "calls_per_s_64": calls_per_s,
+        "go_rtt_ns": go_rtt,
+        "go_startup_ns": go_startup,
+        "go_calls_per_s_64": go_calls_per_s,
+    });
+    let dir = plinth_interop::criterion_dir();
+    let outcome = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("plinth-subprocess.json"), written.to_string()));
+    if let Err(error) = outcome {
+        eprintln!("cannot write the figures into {}: {error}", dir.display());
     }
 }

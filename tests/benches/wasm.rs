@@ -6,6 +6,10 @@
 //!   allocator, through a plinth `Pool` and through `InstancePre::instantiate_async`.
 //! - `load/{compile,disk_cache}`: `Client::start` compiling the component, and loading it from
 //!   the disk cache instead.
+//! - `greet/{plinth,raw}`: `greet("world")` on the 0.2 greeter, dispensed and raw.
+//! - Not timed: the resident memory each idle pooled instance adds, and whether 1 000 instances
+//!   of one component fit at once (written to `criterion/plinth-memory.json` in the target
+//!   directory for `cargo xtask bench`'s table).
 //!
 //! Run with `cargo xtask bench` (it builds the guests first).
 
@@ -13,15 +17,24 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion};
 use plinth::wasm::{Engine, EngineConfig, HostState, Instance, Pool};
 use plinth::{Client, ClientConfig, Plugin};
+use plinth_examples::greeter::{self, GreeterPlugin};
 use plinth_examples::kv::KvPlugin;
 use plinth_interop::guest;
 use tokio::runtime::Runtime;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod raw_greeter {
+    wasmtime::component::bindgen!({
+        path: ["../wit/host", "../wit/greeter-0.2"],
+        world: "plinth:greeter/plugin@0.2.0",
+        exports: { default: async },
+    });
+}
 
 mod raw {
     wasmtime::component::bindgen!({
@@ -67,10 +80,26 @@ impl raw::plinth::host::logging::Host for RawState {
     }
 }
 
-fn raw_pre(engine: &wasmtime::Engine) -> raw::PluginPre<RawState> {
-    let component = Component::from_file(engine, guest("kv")).expect("compile kv");
+impl raw_greeter::plinth::host::logging::Host for RawState {
+    fn log(
+        &mut self,
+        _level: raw_greeter::plinth::host::logging::Level,
+        _message: String,
+        _fields: Vec<raw_greeter::plinth::host::logging::Field>,
+    ) {
+    }
+}
+
+/// A linker with WASI, for the raw peers.
+fn wasi_linker(engine: &wasmtime::Engine) -> Linker<RawState> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+    linker
+}
+
+fn raw_pre(engine: &wasmtime::Engine) -> raw::PluginPre<RawState> {
+    let component = Component::from_file(engine, guest("kv")).expect("compile kv");
+    let mut linker = wasi_linker(engine);
     raw::plinth::host::logging::add_to_linker::<RawState, HasSelf<RawState>>(&mut linker, |s| s)
         .expect("logging");
     raw::PluginPre::new(linker.instantiate_pre(&component).expect("link")).expect("exports")
@@ -225,5 +254,120 @@ fn load(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kv_get, instantiate, load);
-criterion_main!(benches);
+fn greet(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let client = rt
+        .block_on(Client::start(
+            ClientConfig::wasm(guest("greeter")).max_instances(1),
+        ))
+        .expect("start greeter");
+    let greeter = rt
+        .block_on(client.dispense(&GreeterPlugin::accepting(&[greeter::V2])))
+        .expect("dispense");
+
+    let engine = wasmtime::Engine::default();
+    let component = Component::from_file(&engine, guest("greeter")).expect("compile greeter");
+    let mut linker = wasi_linker(&engine);
+    raw_greeter::plinth::host::logging::add_to_linker::<RawState, HasSelf<RawState>>(
+        &mut linker,
+        |s| s,
+    )
+    .expect("logging");
+    let pre = raw_greeter::PluginPre::new(linker.instantiate_pre(&component).expect("link"))
+        .expect("exports");
+    let mut store = Store::new(&engine, RawState::new());
+    let bindings = rt
+        .block_on(pre.instantiate_async(&mut store))
+        .expect("instantiate");
+
+    let mut group = c.benchmark_group("greet");
+    group.bench_function("plinth", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(greeter.greet("world").await.expect("greet"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.bench_function("raw", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let answer = bindings
+                        .plinth_greeter_greeter()
+                        .call_greet(&mut store, "world")
+                        .await;
+                    black_box(answer.expect("greet"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Resident set size of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// The memory figures: resident bytes per idle pooled instance, and 1 000 instances alive.
+fn memory() -> serde_json::Value {
+    let rt = Runtime::new().expect("runtime");
+    let client = rt
+        .block_on(Client::start(
+            ClientConfig::wasm(guest("kv")).max_instances(1000),
+        ))
+        .expect("start kv");
+    let pool = rt.block_on(client.dispense(&PoolPlugin)).expect("dispense");
+    rt.block_on(pool.warm(1)).expect("first instance");
+    let before = rss();
+    let began = Instant::now();
+    let alive = rt.block_on(pool.warm(1000)).expect("warm");
+    let elapsed = began.elapsed();
+    let after = rss();
+    let per_instance = after.saturating_sub(before) / (alive.max(2) as u64 - 1);
+    println!(
+        "memory: {alive} idle instances of kv.wasm alive at once; {:.1} KiB resident each; \
+         1 000 instantiated in {:.1} ms",
+        per_instance as f64 / 1024.0,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    serde_json::json!({
+        "instances_alive": alive,
+        "rss_per_idle_instance_bytes": per_instance,
+        "instantiate_1000_ms": elapsed.as_secs_f64() * 1000.0,
+    })
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    kv_get(&mut criterion);
+    greet(&mut criterion);
+    instantiate(&mut criterion);
+    load(&mut criterion);
+    criterion.final_summary();
+    // `cargo test --benches` runs this binary only to check it works: skip the memory part.
+    if std::env::args().any(|arg| arg == "--bench") {
+        let figures = memory();
+        let dir = plinth_interop::criterion_dir();
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("plinth-memory.json"), figures.to_string()));
+        if let Err(error) = written {
+            eprintln!(
+                "cannot write the memory figures into {}: {error}",
+                dir.display()
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! from `guest-examples/` through the public `plinth` API.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
@@ -111,4 +111,13 @@ impl std::io::Write for SharedBuffer {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Where criterion writes its estimates, so that benchmarks can leave figures of their own
+/// beside them (`CARGO_TARGET_DIR/criterion`, or the workspace's `target/criterion`).
+pub fn criterion_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("criterion")
 }

@@ -9,12 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <demo|test|lint|bench|guests|go|fuzz [SECONDS]>
+const USAGE: &str = "usage: cargo xtask <demo|test|lint|bench|bench-table|guests|go|fuzz [SECONDS]>
 
   demo    build the example guests and Go plugins and run the demo on them
   test    build the guests and run every test of the workspace
   lint    cargo fmt --check, clippy -D warnings and cargo doc (warnings denied)
-  bench   build the guests and run the criterion benchmarks
+  bench   run every benchmark and its peers; print the ratio table, write BENCHMARKS.md
+  bench-table  only write the table again from the last run's estimates
   guests  only build the example guests (wasm32-wasip2 components)
   go      only build the Go fixtures (tests/go, go-plugin v1.8.0) and check them with a Go host
   fuzz    run each cargo-fuzz target (fuzz/) for SECONDS (default 20), nightly toolchain";
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "lint" => lint(),
         "bench" => bench(),
+        "bench-table" => write_bench_table(),
         "guests" => guests(),
         "go" => go_fixtures(),
         "fuzz" => match std::env::args().nth(2).map(|s| s.parse::<u64>()) {
@@ -78,10 +80,277 @@ fn lint() -> Result<(), String> {
         .current_dir(root()))
 }
 
+/// Runs every benchmark and its peers, then prints one table of ratios and writes it to
+/// `BENCHMARKS.md`.
 fn bench() -> Result<(), String> {
     guests()?;
     go_fixtures()?;
-    cargo(&["bench", "--workspace"])
+    cargo(&["bench", "--workspace"])?;
+    extism_peer()?;
+    write_bench_table()
+}
+
+/// Measures the Go host on both kv plugins, then writes the table from the estimates the last
+/// `cargo xtask bench` left (after re-running single benchmarks by hand, say).
+fn write_bench_table() -> Result<(), String> {
+    let served = served_plugin_rtt()?;
+    let table = bench_table(&target_dir().join("criterion"), &served);
+    println!("\n{table}");
+    let path = root().join("BENCHMARKS.md");
+    std::fs::write(&path, table).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The workspace's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Builds the Extism peer's plugin and runs its bench (`bench-peers/`, its own workspace and
+/// target directory, since it pins another wasmtime).
+fn extism_peer() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|target| target.trim() == "wasm32-unknown-unknown")
+    {
+        run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+    let peers = root().join("bench-peers");
+    run(Command::new(cargo_bin())
+        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+        .env_remove("CARGO_TARGET_DIR")
+        .current_dir(peers.join("extism-kv-plugin")))?;
+    run(Command::new(cargo_bin())
+        .args(["bench", "--bench", "extism"])
+        .env_remove("CARGO_TARGET_DIR")
+        .current_dir(peers.join("extism-host")))
+}
+
+/// RTT and startup of go-plugin's Go host on the Rust-served kv plugin and on the Go one.
+struct ServedRtt {
+    rust_rtt_ns: f64,
+    go_rtt_ns: f64,
+}
+
+fn served_plugin_rtt() -> Result<ServedRtt, String> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "plinth-examples",
+        "--bin",
+        "kv-plugin",
+    ])?;
+    let go_host = root().join("tests/go/bin/go-host");
+    let measure = |plugin: &Path| -> Result<f64, String> {
+        let output = Command::new(&go_host)
+            .arg("bench")
+            .arg(plugin)
+            .arg("20000")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", go_host.display()))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let figures: serde_json::Value = serde_json::from_str(text.trim())
+            .map_err(|e| format!("go-host bench printed {text:?}: {e}"))?;
+        figures["rtt_ns"]
+            .as_f64()
+            .ok_or_else(|| format!("go-host bench printed no rtt_ns: {text}"))
+    };
+    Ok(ServedRtt {
+        rust_rtt_ns: measure(&target_dir().join("release/kv-plugin"))?,
+        go_rtt_ns: measure(&root().join("tests/go/bin/kv-plugin"))?,
+    })
+}
+
+/// Criterion's estimate of a benchmark's time per iteration, in nanoseconds: the slope of its
+/// linear fit when it made one (the figure it prints), else the mean.
+fn estimate(criterion: &Path, id: &str) -> Option<f64> {
+    let path = criterion.join(id).join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let estimates: serde_json::Value = serde_json::from_str(&text).ok()?;
+    estimates["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| estimates["mean"]["point_estimate"].as_f64())
+}
+
+fn figures(path: &Path) -> serde_json::Value {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// How a figure is judged.
+enum Goal {
+    /// ours / peer at most this.
+    AtMost(f64),
+    /// ours / peer at least this (rates, or how many times faster).
+    AtLeast(f64),
+}
+
+fn duration(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} us", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+/// A table row: the figure, ours, the peer's, the peer's name and the goal.
+type Row = (String, Option<f64>, Option<f64>, &'static str, Goal);
+
+/// The ratio table, as Markdown.
+fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
+    let extism = root().join("bench-peers/target/criterion");
+    let subprocess = figures(&criterion.join("plinth-subprocess.json"));
+    let memory = figures(&criterion.join("plinth-memory.json"));
+    let ours = |id: &str| estimate(criterion, id);
+    // (figure, ours, peer, peer's name, goal), times in ns unless the goal says rates.
+    let mut rows: Vec<Row> = Vec::new();
+    for (size, label) in [(16, "16 B"), (4096, "4 KiB"), (1_048_576, "1 MiB")] {
+        rows.push((
+            format!("wasm kv.get {label}"),
+            ours(&format!("kv_get/plinth/{size}")),
+            ours(&format!("kv_get/raw/{size}")),
+            "raw bindgen!",
+            Goal::AtMost(1.5),
+        ));
+    }
+    rows.push((
+        "wasm greet()".to_owned(),
+        ours("greet/plinth"),
+        ours("greet/raw"),
+        "raw bindgen!",
+        Goal::AtMost(1.5),
+    ));
+    for (size, label) in [(16, "16 B"), (4096, "4 KiB"), (1_048_576, "1 MiB")] {
+        rows.push((
+            format!("wasm kv.get {label}"),
+            ours(&format!("kv_get/plinth/{size}")),
+            estimate(&extism, &format!("kv_get/extism/{size}")),
+            "Extism 1.30",
+            Goal::AtMost(0.2),
+        ));
+    }
+    rows.push((
+        "wasm greet()".to_owned(),
+        ours("greet/plinth"),
+        estimate(&extism, "greet/extism"),
+        "Extism 1.30",
+        Goal::AtMost(0.2),
+    ));
+    rows.push((
+        "instantiate (pooling)".to_owned(),
+        ours("instantiate/plinth"),
+        ours("instantiate/raw"),
+        "raw InstancePre",
+        Goal::AtMost(1.2),
+    ));
+    rows.push((
+        "load: compile vs disk cache".to_owned(),
+        ours("load/disk_cache"),
+        ours("load/compile"),
+        "compiling load",
+        Goal::AtMost(0.05),
+    ));
+    let number = |key: &str| subprocess[key].as_f64();
+    rows.push((
+        "subprocess kv.get RTT (current_thread)".to_owned(),
+        number("rtt_current_thread_ns"),
+        number("go_rtt_ns"),
+        "go-plugin host",
+        Goal::AtMost(0.8),
+    ));
+    rows.push((
+        "subprocess kv.get RTT (multi_thread)".to_owned(),
+        number("rtt_multi_thread_ns"),
+        number("go_rtt_ns"),
+        "go-plugin host",
+        Goal::AtMost(0.8),
+    ));
+    rows.push((
+        "subprocess spawn to first answer".to_owned(),
+        number("startup_ns"),
+        number("go_startup_ns"),
+        "go-plugin host",
+        Goal::AtMost(1.0),
+    ));
+    rows.push((
+        "subprocess calls/s, 64 callers".to_owned(),
+        number("calls_per_s_64"),
+        number("go_calls_per_s_64"),
+        "go-plugin host",
+        Goal::AtLeast(1.2),
+    ));
+    rows.push((
+        "Rust-served plugin RTT, Go host".to_owned(),
+        Some(served.rust_rtt_ns),
+        Some(served.go_rtt_ns),
+        "Go plugin, same host",
+        Goal::AtMost(1.0),
+    ));
+
+    let mut table = String::from(
+        "# Benchmarks\n\nWritten by `cargo xtask bench`: every figure beside its peer, measured in the \
+         same run on the same machine. Times are criterion's estimates (the slope of its fit, as \
+         it prints them); a ratio below 1 means Plinth is faster (for calls per second, above \
+         1). On a shared 2-core machine single figures move by 10-30% from run to run.\n\n\
+         | figure | Plinth | peer | peer | ratio | goal | met |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (figure, ours, peer, name, goal) in rows {
+        let rate = matches!(goal, Goal::AtLeast(_));
+        let show = |value: Option<f64>| match value {
+            Some(value) if rate => format!("{value:.0}/s"),
+            Some(value) => duration(value),
+            None => "not measured".to_owned(),
+        };
+        let (ratio, met) = match (ours, peer) {
+            (Some(ours), Some(peer)) if peer > 0.0 => {
+                let ratio = ours / peer;
+                let met = match goal {
+                    Goal::AtMost(limit) => ratio <= limit,
+                    Goal::AtLeast(limit) => ratio >= limit,
+                };
+                (format!("{ratio:.2}x"), if met { "yes" } else { "no" })
+            }
+            _ => ("-".to_owned(), "-"),
+        };
+        let goal = match goal {
+            Goal::AtMost(limit) => format!("<= {limit}x"),
+            Goal::AtLeast(limit) => format!(">= {limit}x"),
+        };
+        table.push_str(&format!(
+            "| {figure} | {} | {} | {name} | {ratio} | {goal} | {met} |\n",
+            show(ours),
+            show(peer)
+        ));
+    }
+    let instantiate = ours("instantiate/plinth");
+    table.push_str(&format!(
+        "\nInstantiation from the pool, absolute: {} (goal <= 20 us).\n",
+        instantiate.map_or("not measured".to_owned(), duration)
+    ));
+    match (
+        memory["rss_per_idle_instance_bytes"].as_f64(),
+        memory["instances_alive"].as_u64(),
+        memory["instantiate_1000_ms"].as_f64(),
+    ) {
+        (Some(bytes), Some(alive), Some(ms)) => table.push_str(&format!(
+            "Memory: each idle pooled instance of kv.wasm adds {:.1} KiB resident, guest memory \
+             included (goal <= 1 MiB above guest memory); {alive} instances of one component \
+             alive at once, created in {ms:.1} ms.\n",
+            bytes / 1024.0
+        )),
+        _ => table.push_str("Memory: not measured.\n"),
+    }
+    table
 }
 
 /// Builds the wasm32-wasip2 example guests, installing the target first if needed.

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -107,6 +108,24 @@ func bench(path string, calls int) {
 		must(err)
 	}
 	rtt := time.Since(began).Nanoseconds() / int64(calls)
+
+	// Throughput: 64 goroutines share the client, as many callers of one plugin would.
+	const callers = 64
+	perCaller := calls/callers + 1
+	var wg sync.WaitGroup
+	began = time.Now()
+	for c := 0; c < callers; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perCaller; i++ {
+				_, err := kv.Get("key16")
+				must(err)
+			}
+		}()
+	}
+	wg.Wait()
+	throughput := float64(callers*perCaller) / time.Since(began).Seconds()
 	client.Kill()
 
 	const starts = 10
@@ -122,8 +141,9 @@ func bench(path string, calls int) {
 		client.Kill()
 	}
 	out, _ := json.Marshal(map[string]int64{
-		"rtt_ns":     rtt,
-		"startup_ns": startup.Nanoseconds() / starts,
+		"rtt_ns":         rtt,
+		"startup_ns":     startup.Nanoseconds() / starts,
+		"calls_per_s_64": int64(throughput),
 	})
 	fmt.Println(string(out))
 }
