@@ -984,11 +984,11 @@ async fn connect(
         address: parsed.address.to_string(),
         reason,
     };
-    if parsed.protocol == Protocol::NetRpc {
+    let tls = tls_client.is_some();
+    let wire = if parsed.protocol == Protocol::NetRpc {
         let io = transport::connect(&parsed.address)
             .await
             .map_err(|error| connect_error(error.to_string()))?;
-        let tls = tls_client.is_some();
         let io = match tls_client {
             Some(tls_config) => transport::tls_connect(io, tls_config)
                 .await
@@ -998,63 +998,49 @@ async fn connect(
         let session = netrpc::Session::start(name.clone(), io, config.stdio.clone())
             .await
             .map_err(|error| connect_error(error.to_string()))?;
-        return Ok(Connection {
-            inner: Arc::new(Inner {
-                name,
-                wire: Wire::NetRpc(Arc::new(session)),
-                version: parsed.app_version,
-                protocol: parsed.protocol,
-                address: parsed.address.clone(),
-                handshake: parsed,
-                tls,
-                owner,
-                exit,
-                killed: AtomicBool::new(false),
-                kill_grace: config.kill_grace,
-                tasks: Mutex::new(tasks),
-            }),
-        });
-    }
-    let (dialer, mux) = if parsed.multiplex && config.multiplex {
-        let io = transport::connect(&parsed.address)
-            .await
-            .map_err(|error| connect_error(error.to_string()))?;
-        let (mux, drive) = Mux::start(io);
-        tasks.spawn(drive);
-        let opener = mux.clone();
-        let tls = tls_client.clone();
-        let dialer: transport::Dialer = Arc::new(move || {
-            let opener = opener.clone();
-            let tls = tls.clone();
-            Box::pin(async move {
-                let io = opener.open().await?;
-                match tls {
-                    Some(config) => transport::tls_connect(io, config).await,
-                    None => Ok(io),
-                }
-            })
-        });
-        (dialer, Some(mux))
+        Wire::NetRpc(Arc::new(session))
     } else {
-        (
-            transport::dialer(parsed.address.clone(), tls_client.clone()),
-            None,
-        )
+        let (dialer, mux) = if parsed.multiplex && config.multiplex {
+            let io = transport::connect(&parsed.address)
+                .await
+                .map_err(|error| connect_error(error.to_string()))?;
+            let (mux, drive) = Mux::start(io);
+            tasks.spawn(drive);
+            let opener = mux.clone();
+            let tls = tls_client.clone();
+            let dialer: transport::Dialer = Arc::new(move || {
+                let opener = opener.clone();
+                let tls = tls.clone();
+                Box::pin(async move {
+                    let io = opener.open().await?;
+                    match tls {
+                        Some(config) => transport::tls_connect(io, config).await,
+                        None => Ok(io),
+                    }
+                })
+            });
+            (dialer, Some(mux))
+        } else {
+            (
+                transport::dialer(parsed.address.clone(), tls_client.clone()),
+                None,
+            )
+        };
+        let channel = transport::channel(dialer).await.map_err(connect_error)?;
+        let (broker, run_broker) =
+            Broker::start(name.clone(), channel.clone(), tls_client, tls_server, mux)?;
+        tasks.spawn(run_broker);
+        tasks.spawn(stdio::run(
+            name.clone(),
+            channel.clone(),
+            config.stdio.clone(),
+        ));
+        Wire::Grpc { channel, broker }
     };
-    let channel = transport::channel(dialer).await.map_err(connect_error)?;
-    let tls = tls_client.is_some();
-    let (broker, run_broker) =
-        Broker::start(name.clone(), channel.clone(), tls_client, tls_server, mux)?;
-    tasks.spawn(run_broker);
-    tasks.spawn(stdio::run(
-        name.clone(),
-        channel.clone(),
-        config.stdio.clone(),
-    ));
     Ok(Connection {
         inner: Arc::new(Inner {
             name,
-            wire: Wire::Grpc { channel, broker },
+            wire,
             version: parsed.app_version,
             protocol: parsed.protocol,
             address: parsed.address.clone(),
