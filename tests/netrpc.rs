@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plinth::gob::{FromGob, GobError, Struct, ToGob, Value};
-use plinth::subprocess::netrpc::CallError;
+use plinth::subprocess::netrpc::{CallError, RpcClient};
 use plinth::subprocess::{Error as WireError, HandshakeConfig, Protocol, ReattachConfig};
 use plinth::{Client, ClientConfig, Error, NetRpcConn, Plugin};
 use plinth_examples::counter::CounterPlugin;
@@ -56,7 +56,7 @@ fn process_gone(pid: u32) -> bool {
 #[tokio::test(flavor = "current_thread")]
 async fn the_classic_greeter_greets_with_and_without_auto_mtls() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let _guard = capture.install();
     for mtls in [true, false] {
         let client = Client::start(basic_greeter().auto_mtls(mtls))
             .await
@@ -67,6 +67,18 @@ async fn the_classic_greeter_greets_with_and_without_auto_mtls() {
         let greeter = client.dispense(&GreeterPlugin::new()).await.unwrap();
         assert_eq!(greeter.greet("ignored").await.unwrap(), "Hello!");
         assert_eq!(greeter.version(), greeter::NETRPC);
+        // Logs travel on stderr, beside the call's answer: give them a moment to arrive.
+        for _ in 0..100 {
+            let logged = capture
+                .events("plinth::plugin")
+                .iter()
+                .filter(|e| e.field("message") == Some("message from greeter.Greet"))
+                .count();
+            if logged > usize::from(!mtls) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         client.ping().await.unwrap();
         let pid = connection.pid().unwrap();
         let started = std::time::Instant::now();
@@ -639,6 +651,21 @@ mod fake {
 
 use fake::Answer;
 
+/// A client reattached to `fake`, and its control stream's client.
+async fn attach(fake: &fake::Fake) -> (Client, RpcClient) {
+    let client = Client::start(fake_client(fake.reattach.clone()))
+        .await
+        .unwrap();
+    let control = client
+        .connection()
+        .unwrap()
+        .netrpc()
+        .unwrap()
+        .control()
+        .clone();
+    (client, control)
+}
+
 fn fake_client(reattach: ReattachConfig) -> ClientConfig {
     ClientConfig::reattach(reattach)
         .allowed_protocols([Protocol::NetRpc])
@@ -685,16 +712,7 @@ async fn an_undefined_type_fails_one_call_and_the_stream_goes_on() {
         2 => Answer::Raw(vec![0x03, 0xFF, 0xC6, 0x00]),
         _ => Answer::Value(Value::Uint(7)),
     });
-    let client = Client::start(fake_client(fake.reattach.clone()))
-        .await
-        .unwrap();
-    let control = client
-        .connection()
-        .unwrap()
-        .netrpc()
-        .unwrap()
-        .control()
-        .clone();
+    let (client, control) = attach(&fake).await;
     match control
         .call::<_, u32>("Dispenser.Dispense", "kv")
         .await
@@ -731,16 +749,7 @@ async fn a_truncated_frame_breaks_the_stream_with_a_typed_error() {
         // A message announcing 100 bytes with 10 sent, then the end of the stream.
         _ => Answer::RawThenEnd([&[100u8][..], &[0; 10]].concat()),
     });
-    let client = Client::start(fake_client(fake.reattach.clone()))
-        .await
-        .unwrap();
-    let control = client
-        .connection()
-        .unwrap()
-        .netrpc()
-        .unwrap()
-        .control()
-        .clone();
+    let (client, control) = attach(&fake).await;
     let (first, second) = tokio::join!(
         control.call::<_, u32>("Dispenser.Dispense", "a"),
         control.call::<_, u32>("Dispenser.Dispense", "b"),
@@ -769,16 +778,7 @@ async fn a_malformed_type_definition_breaks_the_stream() {
         // A definition of type 70 with a wireType field number 9.
         _ => Answer::Raw(vec![0x04, 0xFF, 0x8B, 0x0A, 0x00]),
     });
-    let client = Client::start(fake_client(fake.reattach.clone()))
-        .await
-        .unwrap();
-    let control = client
-        .connection()
-        .unwrap()
-        .netrpc()
-        .unwrap()
-        .control()
-        .clone();
+    let (client, control) = attach(&fake).await;
     match control
         .call::<_, u32>("Dispenser.Dispense", "kv")
         .await

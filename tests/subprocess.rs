@@ -223,7 +223,7 @@ async fn dialing_an_id_nobody_offers_times_out_with_a_typed_error() {
 #[tokio::test(flavor = "current_thread")]
 async fn hclog_and_plain_stderr_become_tracing_events_and_stdio_is_synced() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let _guard = capture.install();
     let stdout = SharedBuffer::default();
     let stderr = SharedBuffer::default();
     let config = command("noisy")
@@ -538,7 +538,7 @@ async fn a_wasm_only_adapter_refuses_an_executable() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_go_panic_mid_call_is_an_exit_error_and_error_level_logs() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let _guard = capture.install();
     let (client, kv) = kv_of(command("noisy")).await;
     match wire(kv.get("panic").await.unwrap_err()) {
         WireError::Exited { status, stderr, .. } => {

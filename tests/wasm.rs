@@ -215,7 +215,7 @@ async fn callback_error_reaches_the_caller_and_the_plugin_recovers() {
 #[tokio::test(flavor = "current_thread")]
 async fn guest_logs_become_tracing_events_with_plugin_and_fields() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let _guard = capture.install();
     let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
     assert_eq!(text(kv.get("log").await.unwrap()), "logged");
     let events = capture.events("plinth::guest");
@@ -231,7 +231,7 @@ async fn guest_logs_become_tracing_events_with_plugin_and_fields() {
 #[tokio::test(flavor = "current_thread")]
 async fn hostile_log_records_are_bounded() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let _guard = capture.install();
     let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
     assert_eq!(text(kv.get("log-huge").await.unwrap()), "logged");
     let events = capture.events("plinth::guest");
@@ -264,7 +264,7 @@ async fn guest_stdout_and_stderr_reach_the_configured_writers_line_by_line() {
 #[tokio::test(flavor = "current_thread")]
 async fn guest_output_goes_to_tracing_by_default() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let _guard = capture.install();
     let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
     kv.get("print").await.unwrap();
     let lines: Vec<_> = capture

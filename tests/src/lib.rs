@@ -45,9 +45,18 @@ impl Captured {
 pub struct Capture(Arc<Mutex<Vec<Captured>>>);
 
 impl Capture {
-    /// A subscriber that records into this capture; install it with `set_default`.
+    /// A subscriber that records into this capture; [`Capture::install`] installs it.
     pub fn subscriber(&self) -> impl Subscriber + Send + Sync + 'static {
         tracing_subscriber::registry().with(self.clone())
+    }
+
+    /// Makes this capture the current thread's subscriber until the guard drops. Other tests
+    /// of the binary hit the same callsites on other threads without one, so their cached
+    /// interest is recomputed, or events here could be skipped.
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let guard = tracing::subscriber::set_default(self.subscriber());
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     /// The events recorded so far with the given target.
