@@ -7,6 +7,9 @@
 //! - `load/{compile,disk_cache}`: `Client::start` compiling the component, and loading it from
 //!   the disk cache instead.
 //! - `greet/{plinth,raw}`: `greet("world")` on the 0.2 greeter, dispensed and raw.
+//! - `kv_get/raw_sync/16`: the raw call again with synchronous bindings (no fiber per call):
+//!   what async support costs. Plinth stays async, since a synchronous call would block the
+//!   caller's executor thread for the guest's whole run.
 //! - Not timed: the resident memory each idle pooled instance adds, and whether 1 000 instances
 //!   of one component fit at once (written to `criterion/plinth-memory.json` in the target
 //!   directory for `cargo xtask bench`'s table).
@@ -33,6 +36,13 @@ mod raw_greeter {
         path: ["../wit/host", "../wit/greeter-0.2"],
         world: "plinth:greeter/plugin@0.2.0",
         exports: { default: async },
+    });
+}
+
+mod raw_sync {
+    wasmtime::component::bindgen!({
+        path: ["../wit/host", "../wit/kv"],
+        world: "plinth:kv/plugin@0.1.0",
     });
 }
 
@@ -88,6 +98,47 @@ impl raw_greeter::plinth::host::logging::Host for RawState {
         _fields: Vec<raw_greeter::plinth::host::logging::Field>,
     ) {
     }
+}
+
+impl raw_sync::plinth::host::logging::Host for RawState {
+    fn log(
+        &mut self,
+        _level: raw_sync::plinth::host::logging::Level,
+        _message: String,
+        _fields: Vec<raw_sync::plinth::host::logging::Field>,
+    ) {
+    }
+}
+
+/// `kv_get/raw_sync/16`: a synchronous call through synchronous bindings.
+fn kv_get_sync(c: &mut Criterion) {
+    let engine = wasmtime::Engine::default();
+    let component = Component::from_file(&engine, guest("kv")).expect("compile kv");
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
+    raw_sync::plinth::host::logging::add_to_linker::<RawState, HasSelf<RawState>>(
+        &mut linker,
+        |s| s,
+    )
+    .expect("logging");
+    let pre = raw_sync::PluginPre::new(linker.instantiate_pre(&component).expect("link"))
+        .expect("exports");
+    let mut store = Store::new(&engine, RawState::new());
+    let bindings = pre.instantiate(&mut store).expect("instantiate");
+    let (key, value) = ("value-16", [0x5a; 16]);
+    bindings
+        .plinth_kv_store()
+        .call_put(&mut store, key, &value)
+        .expect("raw put")
+        .expect("raw put answer");
+    let mut group = c.benchmark_group("kv_get");
+    group.bench_with_input(BenchmarkId::new("raw_sync", 16), &key, |b, key| {
+        b.iter(|| {
+            let answer = bindings.plinth_kv_store().call_get(&mut store, key);
+            black_box(answer.expect("call").expect("get"))
+        })
+    });
+    group.finish();
 }
 
 /// A linker with WASI, for the raw peers.
@@ -353,6 +404,7 @@ fn memory() -> serde_json::Value {
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     kv_get(&mut criterion);
+    kv_get_sync(&mut criterion);
     greet(&mut criterion);
     instantiate(&mut criterion);
     load(&mut criterion);
