@@ -1,5 +1,5 @@
 //! A gob stream from a netrpc plugin: any bytes decode to values or a typed error; every
-//! decoded value encodes again, and that encoding decodes to the same bytes once more.
+//! decoded value encodes again and decodes to a value that is stable from then on.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,16 +24,26 @@ fn decode_stream(mut data: &[u8]) -> Vec<Value> {
 
 fuzz_target!(|data: &[u8]| {
     for value in decode_stream(data) {
-        let mut first = Vec::new();
-        if Encoder::new().encode(&value, &mut first).is_err() {
+        // A decoded struct holds only the fields that were sent, so the first re-encoding may
+        // define a smaller type; from then on values must be stable. (Compared as text, so a
+        // NaN equals itself.)
+        let Some(once) = round_trip(&value) else {
             continue;
-        }
-        let again = decode_stream(&first);
-        assert_eq!(again.len(), 1, "a re-encoded value decodes to one value");
-        let mut second = Vec::new();
-        Encoder::new()
-            .encode(&again[0], &mut second)
-            .expect("a decoded re-encoding encodes");
-        assert_eq!(first, second, "encoding is stable across a round trip");
+        };
+        let twice = round_trip(&once).expect("a re-encoded value encodes and decodes again");
+        assert_eq!(
+            format!("{once:?}"),
+            format!("{twice:?}"),
+            "values are stable across a round trip"
+        );
     }
 });
+
+/// Encodes `value` on a fresh stream and decodes it back.
+fn round_trip(value: &Value) -> Option<Value> {
+    let mut bytes = Vec::new();
+    Encoder::new().encode(value, &mut bytes).ok()?;
+    let mut again = decode_stream(&bytes);
+    assert_eq!(again.len(), 1, "an encoded value decodes to one value");
+    again.pop()
+}

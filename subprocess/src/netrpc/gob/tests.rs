@@ -241,3 +241,22 @@ fn a_message_of_too_many_values_is_refused() {
     let error = decode_all(&mut Decoder::new(), &stream).unwrap_err();
     assert_eq!(error, GobError::TooManyValues { limit: MAX_VALUES });
 }
+
+/// Found by the `gob` fuzz target: a struct whose only field is a nil interface decodes with no
+/// fields, so re-encoding it defines a smaller struct type. The value must survive that.
+#[test]
+fn a_struct_of_zero_fields_round_trips_to_the_same_value() {
+    let crash = [
+        0x0f, 0xff, 0xff, 0xff, 0x03, 0x02, 0x02, 0x02, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x15, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x07, 0x04, 0xff, 0xff, 0x01, 0x13,
+        0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x01, 0x05, 0x01, 0x00, 0x01, 0x00, 0x05, 0x08, 0x00,
+        0x00, 0x01, 0x0a, 0x07, 0xfe, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x5b, 0x00, 0x01, 0x00,
+        0x00, 0xfc,
+    ];
+    let _ = decode_all(&mut Decoder::new(), &crash);
+    let value: Value = Struct::new("").field("", Value::Nil).into();
+    let once = decode_all(&mut Decoder::new(), &encode(&value)).unwrap();
+    let twice = decode_all(&mut Decoder::new(), &encode(&once[0])).unwrap();
+    assert_eq!(once, twice);
+    assert_eq!(once[0], Struct::new("").into());
+}
