@@ -9,6 +9,7 @@
 //! asked, the multiplexed mode runs every connection as a yamux stream of the main socket and
 //! pairs them with knocks instead.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -337,12 +338,6 @@ impl std::fmt::Debug for Broker {
             .field("multiplexed", &self.shared.mux.is_some())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs the broker stream: sends the host's announcements and files the plugin's.

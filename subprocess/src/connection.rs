@@ -9,6 +9,7 @@
 //! Killing asks the controller to shut down, waits the grace period (2 s), then SIGKILLs; the
 //! child is always reaped.
 
+use crate::lock;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -599,12 +600,6 @@ impl Drop for Inner {
             });
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn launch(config: &Config, path: PathBuf, args: Vec<OsString>) -> Result<Connection> {

@@ -38,6 +38,14 @@ pub use reattach::ReattachConfig;
 pub use serve::{ServeConfig, TestServer, serve, serve_blocking, serve_test};
 pub use stdio::{Sink, StdioSinks};
 
+/// Locks `mutex`, taking the data even if a thread panicked while holding it: every value
+/// guarded here stays consistent between statements.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Generated code for go-plugin's own services.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {

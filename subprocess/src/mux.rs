@@ -6,6 +6,7 @@
 //! the plugin last knocked for, so knocks and streams are strictly paired, one at a time. TLS,
 //! when on, runs inside each stream.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -122,10 +123,4 @@ impl Mux {
         *lock(&self.shared.armed) = Some(id);
         Ok(())
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

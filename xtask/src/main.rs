@@ -131,7 +131,7 @@ fn extism_peer() -> Result<(), String> {
         .current_dir(peers.join("extism-host")))
 }
 
-/// RTT and startup of go-plugin's Go host on the Rust-served kv plugin and on the Go one.
+/// The round trip of go-plugin's Go host to the Rust-served kv plugin and to the Go one.
 struct ServedRtt {
     rust_rtt_ns: f64,
     go_rtt_ns: f64,

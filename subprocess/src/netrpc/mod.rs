@@ -14,6 +14,7 @@
 pub mod gob;
 mod rpc;
 
+use crate::lock;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,10 +186,4 @@ async fn copy_output(plugin: Arc<str>, mut stream: BoxIo, sink: Option<Sink>, wh
             }
         }
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -5,6 +5,7 @@
 //! are matched by `Seq`. One task reads replies for the stream's whole life and ends when the
 //! last handle to the client is dropped.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -265,25 +266,8 @@ async fn next_value(
             Err(error @ GobError::BadTypeDefinition { .. }) => {
                 return Err(format!("the plugin sent {error}"));
             }
-            Err(error) if is_definition(&message) => {
-                return Err(format!("the plugin sent a bad type definition: {error}"));
-            }
             Err(error) => return Ok(Err(error)),
         }
-    }
-}
-
-/// Whether a message that failed to decode was a type definition (a negative type id).
-fn is_definition(message: &[u8]) -> bool {
-    // A zig-zag integer is negative when its lowest bit is set; the lowest bit is in the last
-    // byte of the integer.
-    match message.first() {
-        Some(first) if *first < 0x80 => first & 1 == 1,
-        Some(first) => {
-            let count = (!first).wrapping_add(1) as usize;
-            message.get(count).is_some_and(|last| last & 1 == 1)
-        }
-        None => false,
     }
 }
 
@@ -317,10 +301,4 @@ async fn read_message(io: &mut (impl AsyncRead + Unpin)) -> Result<Vec<u8>, Stri
         .await
         .map_err(|error| format!("the stream ended inside a message of {length} bytes: {error}"))?;
     Ok(message)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

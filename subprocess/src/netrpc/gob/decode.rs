@@ -111,19 +111,24 @@ impl Decoder {
         }
     }
 
-    /// Decodes one message body (without its length prefix).
+    /// Decodes one message body (without its length prefix). Any failure in a type definition
+    /// is [`GobError::BadTypeDefinition`]; other errors concern one value only.
     pub fn decode(&mut self, message: &[u8]) -> Result<Message, GobError> {
         let mut buf = Buf::new(message);
         self.budget = MAX_VALUES;
         let id = buf.int("a type id")?;
         if id < 0 {
-            let id = id.checked_neg().ok_or(GobError::UnknownType { id })?;
+            // Whatever goes wrong in a definition is a bad definition: later values may need it.
+            let bad = |reason: String| GobError::BadTypeDefinition {
+                id: id.saturating_neg(),
+                reason,
+            };
+            let id = id
+                .checked_neg()
+                .ok_or_else(|| bad("the id is out of range".to_owned()))?;
             self.define(&mut buf, id)?;
             if !buf.is_empty() {
-                return Err(corrupt(
-                    "a type definition",
-                    format!("{} bytes left over after it", buf.remaining()),
-                ));
+                return Err(bad(format!("{} bytes left over after it", buf.remaining())));
             }
             return Ok(Message::Type(id));
         }
