@@ -12,9 +12,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::Uri;
-use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -333,10 +333,16 @@ pub(crate) fn once(io: BoxIo, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer 
 ///
 /// Unlike tonic's `Channel` there is no request buffer and no reconnection in between: a call
 /// goes straight to the connection, and a plugin whose connection broke is gone anyway. Clones
-/// share the connection; it closes when the last clone is dropped.
+/// share the connection; it closes when the last clone and the last call are dropped.
+///
+/// Calls speak to the HTTP/2 streams themselves rather than through hyper's client: a unary
+/// request leaves as one write (headers, then the message with `END_STREAM`) and its answer
+/// wakes the caller directly. hyper writes a request's headers and its body in two rounds and
+/// hands each answer over through a task of its own, which costs a plugin a second wake-up per
+/// call and the host a task.
 #[derive(Clone)]
 pub struct PluginChannel {
-    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+    send: h2::client::SendRequest<Bytes>,
 }
 
 impl std::fmt::Debug for PluginChannel {
@@ -345,25 +351,233 @@ impl std::fmt::Debug for PluginChannel {
     }
 }
 
-impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, hyper::Error>>;
+/// What a call can fail with: the connection's [`h2::Error`], or the [`tonic::Status`] the
+/// request body failed with (tonic reads either back into a status).
+type CallError = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.send.poll_ready(cx)
+impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
+    type Response = http::Response<ResponseBody>;
+    type Error = CallError;
+    type Future = BoxFuture<'static, Result<Self::Response, CallError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        self.send.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
         // HTTP/2 needs a scheme and an authority; generated clients only set the path. A Go
         // plugin ignores the authority (a Go host sends `unused`).
-        let mut parts = request.uri().clone().into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(http::uri::Authority::from_static("localhost"));
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *request.uri_mut() = uri;
+        let mut uri = parts.uri.clone().into_parts();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(http::uri::Authority::from_static("localhost"));
+        if let Ok(uri) = Uri::from_parts(uri) {
+            parts.uri = uri;
         }
-        Box::pin(self.send.send_request(request))
+        let empty = http_body::Body::is_end_stream(&body);
+        let sent = self
+            .send
+            .send_request(http::Request::from_parts(parts, ()), empty);
+        Box::pin(async move {
+            let (response, stream) = sent?;
+            let pump = if empty {
+                None
+            } else {
+                send_body(body, stream).await?
+            };
+            let response = response.await?;
+            Ok(response.map(|recv| ResponseBody {
+                recv,
+                data_done: false,
+                done: false,
+                _pump: pump,
+            }))
+        })
+    }
+}
+
+/// A request body still being sent by its own task, which ends with the body, with the
+/// stream, or when this handle (held by the call and then by its response body) is dropped.
+struct Pump(tokio::task::JoinHandle<()>);
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends what of `body` is ready now (all of a unary request, so that it leaves with its
+/// headers, the last message carrying `END_STREAM`); the rest of a streaming body is sent by
+/// a [`Pump`]. Fails with the body's own error, after resetting the stream.
+async fn send_body(
+    mut body: tonic::body::Body,
+    mut stream: h2::SendStream<Bytes>,
+) -> Result<Option<Pump>, CallError> {
+    use http_body::Body as _;
+    // A chunk is held back until the next poll says whether it is the last.
+    let mut held: Option<Bytes> = None;
+    let ready = std::future::poll_fn(|cx| {
+        Poll::Ready(loop {
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Pending => {
+                    if let Some(chunk) = held.take() {
+                        stream.send_data(chunk, false)?;
+                    }
+                    break Ok::<bool, CallError>(false);
+                }
+                Poll::Ready(None) => {
+                    stream.send_data(held.take().unwrap_or_default(), true)?;
+                    break Ok(true);
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    break Err(Box::new(status) as CallError);
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(chunk) => {
+                        if let Some(previous) = held.replace(chunk) {
+                            stream.send_data(previous, false)?;
+                        }
+                    }
+                    Err(frame) => {
+                        if let Some(chunk) = held.take() {
+                            stream.send_data(chunk, false)?;
+                        }
+                        if let Ok(trailers) = frame.into_trailers() {
+                            stream.send_trailers(trailers)?;
+                        }
+                        break Ok(true);
+                    }
+                },
+            }
+        })
+    })
+    .await?;
+    if ready {
+        return Ok(None);
+    }
+    Ok(Some(Pump(tokio::spawn(pump(body, stream)))))
+}
+
+/// Sends the rest of a streaming request body. A message in hand waits for the stream to
+/// have send capacity before the next is pulled, so a fast producer waits for a slow plugin
+/// instead of filling memory; capacity is claimed only with a message in hand (a claim
+/// without one would hold connection window that other streams may need). Ends with the body,
+/// or when the plugin resets the stream or the connection goes.
+async fn pump(mut body: tonic::body::Body, mut stream: h2::SendStream<Bytes>) {
+    use http_body::Body as _;
+    let mut waiting: Option<(Bytes, bool)> = None;
+    std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(reason) = stream.poll_reset(cx) {
+                tracing::trace!(?reason, "the plugin reset a request stream");
+                return Poll::Ready(());
+            }
+            if let Some((chunk, last)) = waiting.take() {
+                while stream.capacity() == 0 {
+                    match stream.poll_capacity(cx) {
+                        Poll::Pending => {
+                            waiting = Some((chunk, last));
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
+                    }
+                }
+                if stream.send_data(chunk, last).is_err() || last {
+                    return Poll::Ready(());
+                }
+                continue;
+            }
+            let frame = match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    let _ = stream.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    tracing::debug!(%status, "a request stream failed; resetting it");
+                    stream.send_reset(h2::Reason::CANCEL);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            match frame.into_data() {
+                Ok(chunk) if chunk.is_empty() => {
+                    let last = body.is_end_stream();
+                    if stream.send_data(chunk, last).is_err() || last {
+                        return Poll::Ready(());
+                    }
+                }
+                Ok(chunk) => {
+                    stream.reserve_capacity(1);
+                    waiting = Some((chunk, body.is_end_stream()));
+                }
+                Err(frame) => {
+                    stream.reserve_capacity(0);
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = stream.send_trailers(trailers);
+                    }
+                    return Poll::Ready(());
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// The body of a plugin's answer: its messages, then its trailers (the gRPC status).
+///
+/// Received data is handed back to the connection's flow control as it is read.
+pub struct ResponseBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+    done: bool,
+    /// The request body still being sent, if any; dropping the answer stops it.
+    _pump: Option<Pump>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
+        let body = &mut *self;
+        if body.done {
+            return Poll::Ready(None);
+        }
+        if !body.data_done {
+            match std::task::ready!(body.recv.poll_data(cx)) {
+                Some(Ok(chunk)) => {
+                    let _ = body.recv.flow_control().release_capacity(chunk.len());
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+                }
+                Some(Err(error)) => {
+                    body.done = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                None => body.data_done = true,
+            }
+        }
+        body.done = true;
+        match std::task::ready!(body.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(error) => Poll::Ready(Some(Err(error))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.recv.is_end_stream()
     }
 }
 
@@ -371,37 +585,23 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
 /// or a failed TLS handshake is reported here.
 pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
     let io = dialer().await.map_err(|error| describe(&error))?;
-    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor)
+    let (send, connection) = h2::client::Builder::new()
         // Fixed windows large enough for big messages; adaptive windows would add BDP pings
         // to the round trips of small calls.
-        .initial_stream_window_size(4 << 20)
+        .initial_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(1 << 20)
-        .handshake(TokioIo::new(io))
+        .handshake::<_, Bytes>(io)
         .await
         .map_err(|error| describe(&error))?;
     // The task ends when the connection closes, which it does once every clone of the
-    // channel is dropped.
+    // channel and every call on it is dropped (or the plugin goes).
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::trace!(%error, "plugin connection ended");
         }
     });
     Ok(PluginChannel { send })
-}
-
-/// Runs hyper's connection-level tasks on tokio.
-#[derive(Clone, Copy)]
-struct TokioExecutor;
-
-impl<F> hyper::rt::Executor<F> for TokioExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
-    }
 }
 
 /// An error and its chain of sources, on one line.
@@ -545,5 +745,254 @@ mod tests {
                 "{connected:?} {accepted:?}"
             );
         }
+    }
+
+    /// A request body fed by the test, frame by frame; it ends when the sender is dropped.
+    struct Frames(tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, tonic::Status>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|frame| frame.map(|frame| frame.map(http_body::Frame::data)))
+        }
+    }
+
+    /// Counts the writes that reach the socket.
+    struct Counted {
+        io: tokio::io::DuplexStream,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let written = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, buf));
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Poll::Ready(written)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// A channel over an in-memory pipe whose client writes are counted, and the server end.
+    async fn pair() -> (
+        PluginChannel,
+        Arc<std::sync::atomic::AtomicUsize>,
+        h2::server::Connection<tokio::io::DuplexStream, Bytes>,
+    ) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Counted {
+            io: client,
+            writes: writes.clone(),
+        };
+        let slot = Arc::new(std::sync::Mutex::new(Some(Box::new(counted) as BoxIo)));
+        let dialer: Dialer = Arc::new(move || {
+            let io = slot.lock().unwrap().take();
+            Box::pin(async move { io.ok_or_else(|| io::Error::other("dialed twice")) })
+        });
+        let (channel, server) = tokio::join!(channel(dialer), h2::server::handshake(server));
+        (channel.unwrap(), writes, server.unwrap())
+    }
+
+    fn request(body: tonic::body::Body) -> http::Request<tonic::body::Body> {
+        http::Request::builder()
+            .uri("/test.Service/Method")
+            .body(body)
+            .unwrap()
+    }
+
+    async fn call(
+        channel: &mut PluginChannel,
+        body: tonic::body::Body,
+    ) -> Result<http::Response<ResponseBody>, CallError> {
+        use tower::{Service, ServiceExt};
+        channel.ready().await?.call(request(body)).await
+    }
+
+    /// Reads a request body on the server side to its end.
+    async fn read_all(body: &mut h2::RecvStream) -> Result<Vec<u8>, h2::Error> {
+        let mut all = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all)
+    }
+
+    #[tokio::test]
+    async fn a_unary_request_leaves_in_one_write_and_its_answer_ends_with_trailers() {
+        let (mut channel, writes, mut server) = pair().await;
+        let serve = tokio::spawn(async move {
+            while let Some(accepted) = server.accept().await {
+                let (request, mut respond) = accepted.unwrap();
+                let mut body = request.into_body();
+                let got = read_all(&mut body).await.unwrap();
+                let mut stream = respond
+                    .send_response(http::Response::new(()), false)
+                    .unwrap();
+                stream.send_data(Bytes::from(got), false).unwrap();
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                stream.send_trailers(trailers).unwrap();
+            }
+        });
+        for round in 0..3 {
+            // The first round also carries the settings acknowledgement.
+            let before = writes.load(std::sync::atomic::Ordering::SeqCst);
+            let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
+            frames.send(Ok(Bytes::from_static(b"hello"))).unwrap();
+            drop(frames);
+            let response = call(&mut channel, tonic::body::Body::new(Frames(receiver)))
+                .await
+                .unwrap();
+            let after = writes.load(std::sync::atomic::Ordering::SeqCst);
+            if round > 0 {
+                assert_eq!(after - before, 1, "headers and message in one write");
+            }
+            use http_body::Body as _;
+            let mut body = std::pin::pin!(response.into_body());
+            let data = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(data.into_data().unwrap(), "hello");
+            let trailers = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(trailers.into_trailers().unwrap()["grpc-status"], "0");
+            assert!(
+                std::future::poll_fn(|cx| body.as_mut().poll_frame(cx))
+                    .await
+                    .is_none()
+            );
+            assert!(body.is_end_stream());
+        }
+        drop(channel);
+        serve.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_streaming_request_is_sent_as_it_comes_and_stops_when_the_answer_is_dropped() {
+        let (mut channel, _, mut server) = pair().await;
+        let (seen, mut seen_by_test) = tokio::sync::mpsc::unbounded_channel();
+        let serve = tokio::spawn(async move {
+            while let Some(accepted) = server.accept().await {
+                let (request, mut respond) = accepted.unwrap();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    respond
+                        .send_response(http::Response::new(()), false)
+                        .unwrap();
+                    let mut body = request.into_body();
+                    loop {
+                        match body.data().await {
+                            // The end of a body that ended after its last message comes
+                            // as an empty frame.
+                            Some(Ok(chunk)) if chunk.is_empty() => {}
+                            Some(Ok(chunk)) => {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                seen.send(Ok(chunk)).unwrap();
+                            }
+                            Some(Err(error)) => {
+                                seen.send(Err(error.reason())).unwrap();
+                                return;
+                            }
+                            None => {
+                                seen.send(Err(None)).unwrap();
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+
+        // Messages cross one by one while the answer is open; the end of the body ends the
+        // stream.
+        let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let response = call(&mut channel, tonic::body::Body::new(Frames(receiver)))
+            .await
+            .unwrap();
+        for message in ["one", "two"] {
+            frames.send(Ok(Bytes::from(message))).unwrap();
+            assert_eq!(seen_by_test.recv().await.unwrap().unwrap(), message);
+        }
+        drop(frames);
+        assert_eq!(seen_by_test.recv().await.unwrap(), Err(None));
+        drop(response);
+
+        // Dropping the answer while the body is still open stops sending and resets the
+        // stream.
+        let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let response = call(&mut channel, tonic::body::Body::new(Frames(receiver)))
+            .await
+            .unwrap();
+        frames.send(Ok(Bytes::from_static(b"three"))).unwrap();
+        assert_eq!(seen_by_test.recv().await.unwrap().unwrap(), "three");
+        drop(response);
+        assert_eq!(
+            seen_by_test.recv().await.unwrap(),
+            Err(Some(h2::Reason::CANCEL))
+        );
+        assert!(frames.is_closed(), "the body was dropped with the call");
+
+        // A body that fails fails the call with its status and resets the stream.
+        let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
+        frames
+            .send(Err(tonic::Status::invalid_argument("no such message")))
+            .unwrap();
+        let error = call(&mut channel, tonic::body::Body::new(Frames(receiver)))
+            .await
+            .unwrap_err();
+        let status = tonic::Status::from_error(error);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        // The connection is unharmed: the next call goes through.
+        let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
+        frames.send(Ok(Bytes::from_static(b"four"))).unwrap();
+        let response = call(&mut channel, tonic::body::Body::new(Frames(receiver)))
+            .await
+            .unwrap();
+        let next = loop {
+            // A stream the failed call had opened may report its reset first.
+            match seen_by_test.recv().await.unwrap() {
+                Err(Some(h2::Reason::CANCEL)) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(next.unwrap(), "four");
+        drop(response);
+
+        drop(channel);
+        serve.await.unwrap();
     }
 }
