@@ -2,8 +2,10 @@
 // measured against, and a check that the fixtures work with a real Go host.
 //
 //	go-host check DIR          loads kv-plugin, counter-plugin and multi-version from DIR
-//	go-host bench PLUGIN N     prints JSON: mean kv.get round trip over N calls, and mean
-//	                           spawn-to-first-answer over 10 starts, in nanoseconds
+//	go-host bench PLUGIN N     prints JSON: mean kv.get round trip over N calls, calls per
+//	                           second with 64 goroutines calling (and the CPU time the host
+//	                           and the plugin spent per call meanwhile), and mean
+//	                           spawn-to-first-answer over 10 starts; times in nanoseconds
 //	go-host serve-kv PLUGIN MTLS VERSIONS
 //	go-host serve-counter PLUGIN MTLS
 //	                           load a non-Go plugin and print what the host saw (serve.go)
@@ -16,7 +18,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -113,6 +117,8 @@ func bench(path string, calls int) {
 	const callers = 64
 	perCaller := calls/callers + 1
 	var wg sync.WaitGroup
+	pid := client.ReattachConfig().Pid
+	hostCPU, pluginCPU := selfCPU(), processCPU(pid)
 	began = time.Now()
 	for c := 0; c < callers; c++ {
 		wg.Add(1)
@@ -126,6 +132,8 @@ func bench(path string, calls int) {
 	}
 	wg.Wait()
 	throughput := float64(callers*perCaller) / time.Since(began).Seconds()
+	hostCPU = (selfCPU() - hostCPU) / time.Duration(callers*perCaller)
+	pluginCPU = (processCPU(pid) - pluginCPU) / time.Duration(callers*perCaller)
 	client.Kill()
 
 	const starts = 10
@@ -144,8 +152,32 @@ func bench(path string, calls int) {
 		"rtt_ns":         rtt,
 		"startup_ns":     startup.Nanoseconds() / starts,
 		"calls_per_s_64": int64(throughput),
+		"host_cpu_ns_64": hostCPU.Nanoseconds(),
+		"plugin_cpu_ns_64": pluginCPU.Nanoseconds(),
 	})
 	fmt.Println(string(out))
+}
+
+// selfCPU is the CPU time (user and system) this process has used.
+func selfCPU() time.Duration {
+	var usage syscall.Rusage
+	must(syscall.Getrusage(syscall.RUSAGE_SELF, &usage))
+	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
+}
+
+// processCPU is the CPU time (user and system) process pid has used, from /proc/PID/stat in
+// clock ticks of 10 ms.
+func processCPU(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	must(err)
+	// The fields after the command name, which ends with the last ')'.
+	text := string(stat)
+	fields := strings.Fields(text[strings.LastIndexByte(text, ')')+1:])
+	utime, err := strconv.ParseInt(fields[11], 10, 64)
+	must(err)
+	stime, err := strconv.ParseInt(fields[12], 10, 64)
+	must(err)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 func must(err error) {
