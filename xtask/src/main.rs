@@ -278,7 +278,14 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
         Goal::AtMost(0.8),
     ));
     rows.push((
-        "subprocess kv.get RTT (multi_thread)".to_owned(),
+        "subprocess kv.get RTT (multi_thread, caller in a task)".to_owned(),
+        number("rtt_multi_thread_task_ns"),
+        number("go_rtt_ns"),
+        "go-plugin host",
+        Goal::AtMost(0.8),
+    ));
+    rows.push((
+        "subprocess kv.get RTT (multi_thread, caller in block_on)".to_owned(),
         number("rtt_multi_thread_ns"),
         number("go_rtt_ns"),
         "go-plugin host",
@@ -299,6 +306,20 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
         Goal::AtLeast(1.2),
     ));
     rows.push((
+        "subprocess host CPU per call, 64 callers".to_owned(),
+        number("host_cpu_ns_64"),
+        number("go_host_cpu_ns_64"),
+        "go-plugin host",
+        Goal::Report,
+    ));
+    rows.push((
+        "subprocess plugin CPU per call, 64 callers".to_owned(),
+        number("plugin_cpu_ns_64"),
+        number("go_plugin_cpu_ns_64"),
+        "same plugin under go-plugin host",
+        Goal::Report,
+    ));
+    rows.push((
         "Rust-served plugin RTT, Go host".to_owned(),
         Some(served.rust_rtt_ns),
         Some(served.go_rtt_ns),
@@ -310,7 +331,11 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
         "# Benchmarks\n\nWritten by `cargo xtask bench`: every figure beside its peer, measured in the \
          same run on the same machine. Times are criterion's estimates (the slope of its fit, as \
          it prints them); a ratio below 1 means Plinth is faster (for calls per second, above \
-         1). On a shared 2-core machine single figures move by 10-30% from run to run.\n\n\
+         1). On a shared 2-core machine single figures move by 10-30% from run to run; the \
+         Go host's figures are medians of three runs, and the 64-caller throughput alternates \
+         with the Go host's in three rounds (medians compared). CPU per call is the process's \
+         user and system time (`/proc`, 10 ms ticks) over the throughput run, divided by the \
+         calls.\n\n\
          | figure | Plinth | peer | peer | ratio | goal | met |\n|---|---|---|---|---|---|---|\n",
     );
     for (figure, ours, peer, name, goal) in rows {
@@ -348,6 +373,12 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
             show(peer)
         ));
     }
+    table.push_str(
+        "\nThe subprocess RTT from a task spawned on a multi-threaded runtime is how a server's \
+         handlers call; from `block_on` (a thread that is not one of the runtime's workers) each \
+         call also crosses to a worker and back, two thread wake-ups that a virtual machine with \
+         idle cores makes expensive (tens of microseconds each).\n",
+    );
     let instantiate = ours("instantiate/plinth");
     table.push_str(&format!(
         "\nInstantiation from the pool, absolute: {} (goal <= 20 us).\n",
