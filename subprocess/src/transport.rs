@@ -568,8 +568,9 @@ impl http_body::Body for ResponseBody {
                 None => body.data_done = true,
             }
         }
+        let trailers = std::task::ready!(body.recv.poll_trailers(cx));
         body.done = true;
-        match std::task::ready!(body.recv.poll_trailers(cx)) {
+        match trailers {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
             Err(error) => Poll::Ready(Some(Err(error))),
