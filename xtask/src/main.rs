@@ -329,13 +329,14 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
 
     let mut table = String::from(
         "# Benchmarks\n\nWritten by `cargo xtask bench`: every figure beside its peer, measured in the \
-         same run on the same machine. Times are criterion's estimates (the slope of its fit, as \
-         it prints them); a ratio below 1 means Plinth is faster (for calls per second, above \
-         1). On a shared 2-core machine single figures move by 10-30% from run to run; the \
-         Go host's figures are medians of three runs, and the 64-caller throughput alternates \
-         with the Go host's in three rounds (medians compared). CPU per call is the process's \
-         user and system time (`/proc`, 10 ms ticks) over the throughput run, divided by the \
-         calls.\n\n\
+         same run on the same machine; a ratio below 1 means Plinth is faster (for calls per \
+         second, above 1). On a shared 2-core machine single figures move by 10-30% from run \
+         to run. The wasm times are criterion's estimates (the slope of its fit, as it prints \
+         them). The subprocess figures are medians of three rounds of plain measurements \
+         (20 000 sequential calls, ten starts, a 64-caller run) alternating with three runs of \
+         the Go host, so that both meet the machine in the same moods; CPU per call is each \
+         process's user and system time (`/proc`, 10 ms ticks) over the 64-caller run, divided \
+         by the calls.\n\n\
          | figure | Plinth | peer | peer | ratio | goal | met |\n|---|---|---|---|---|---|---|\n",
     );
     for (figure, ours, peer, name, goal) in rows {
