@@ -301,6 +301,22 @@ async fn dropping_the_client_ends_the_plugin() {
     panic!("pid {pid} outlived its client");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_started_from_a_thread_that_ends_keeps_running() {
+    // The parent-death signal follows the thread that forked the child: were the plugin
+    // forked here, it would get SIGTERM as soon as this thread ends.
+    let runtime = tokio::runtime::Handle::current();
+    let client = std::thread::spawn(move || runtime.block_on(Client::start(command("kv-plugin"))))
+        .join()
+        .expect("the starting thread")
+        .expect("the plugin starts");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
+    put_get(kv.as_ref()).await;
+    assert!(!client.connection().unwrap().exited());
+    client.kill().await;
+}
+
 #[tokio::test]
 async fn a_plugin_killed_mid_call_fails_the_call_with_its_exit() {
     struct Stall(tokio::sync::Notify);

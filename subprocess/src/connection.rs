@@ -640,7 +640,8 @@ async fn launch(config: &Config, path: PathBuf, args: Vec<OsString>) -> Result<C
         env,
         inherit_stdin: config.inherit_stdin,
         socket_dir: Some(socket_dir),
-    })?;
+    })
+    .await?;
     let mut stdout = BufReader::new(stdout);
     let line = read_handshake(&name, &process, &mut stdout, config.start_timeout).await?;
     process.drain_stdout(name.clone(), stdout);

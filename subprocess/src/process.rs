@@ -5,6 +5,12 @@
 //! never reach a recycled pid; it ends when the child has exited and been reaped. Dropping the
 //! [`Process`] kills the child (the waiter notices that its owner left). On Linux the child
 //! also gets `SIGTERM` if the host process dies without cleaning up (`PR_SET_PDEATHSIG`).
+//!
+//! The kernel ties that signal to the *thread* that forked the child, not to the process: a
+//! plugin started from a blocking-pool thread or a short-lived runtime's thread would be sent
+//! `SIGTERM` when that thread ends, host alive or not. So on Linux every plugin is forked by
+//! one spawner thread that lives as long as the process (idle, blocked on its queue, between
+//! starts).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -73,6 +79,45 @@ impl StderrTail {
     }
 }
 
+/// Forks `command` on the spawner thread (see the module documentation), registering the
+/// child with the caller's runtime.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+async fn spawn_child(command: Command) -> std::io::Result<Child> {
+    use std::sync::OnceLock;
+    type Job = (
+        Command,
+        tokio::runtime::Handle,
+        tokio::sync::oneshot::Sender<std::io::Result<Child>>,
+    );
+    static SPAWNER: OnceLock<std::io::Result<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("plinth-spawner".to_owned())
+            .spawn(move || {
+                for (mut command, runtime, reply) in queue {
+                    let _entered = runtime.enter();
+                    let _ = reply.send(command.spawn());
+                }
+            })?;
+        Ok(jobs)
+    });
+    let gone = || std::io::Error::other("the plugin spawner thread is not running");
+    let jobs = spawner
+        .as_ref()
+        .map_err(|error| std::io::Error::new(error.kind(), error.to_string()))?;
+    let (reply, child) = tokio::sync::oneshot::channel();
+    jobs.send((command, tokio::runtime::Handle::current(), reply))
+        .map_err(|_| gone())?;
+    child.await.map_err(|_| gone())?
+}
+
+/// Forks `command` from the calling thread (no parent-death signal to tie to it here).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+async fn spawn_child(mut command: Command) -> std::io::Result<Child> {
+    command.spawn()
+}
+
 /// A running (or exited) plugin process.
 pub(crate) struct Process {
     pid: Option<u32>,
@@ -86,7 +131,7 @@ pub(crate) struct Process {
 
 impl Process {
     /// Starts the process with stdout and stderr piped; returns it and its stdout.
-    pub(crate) fn spawn(spec: Spawn) -> Result<(Process, ChildStdout)> {
+    pub(crate) async fn spawn(spec: Spawn) -> Result<(Process, ChildStdout)> {
         let mut command = Command::new(&spec.path);
         command
             .args(&spec.args)
@@ -116,7 +161,7 @@ impl Process {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|source| Error::Spawn {
+        let mut child = spawn_child(command).await.map_err(|source| Error::Spawn {
             plugin: spec.name.to_string(),
             path: spec.path.clone(),
             source,
