@@ -592,7 +592,7 @@ pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
         .initial_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(1 << 20)
-        .handshake::<_, Bytes>(Coalesce::new(io))
+        .handshake::<_, Bytes>(io)
         .await
         .map_err(|error| describe(&error))?;
     // The task ends when the connection closes, which it does once every clone of the
@@ -603,96 +603,6 @@ pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
         }
     });
     Ok(PluginChannel { send })
-}
-
-/// A connection's writes, held back by one turn of the scheduler so that what callers queue
-/// meanwhile leaves in the same write.
-///
-/// A Go plugin answers each call with a PING (grpc-go's bandwidth estimator) that must be
-/// acknowledged. Written at once, the acknowledgement is a write of its own, and the plugin
-/// wakes to read it just before the caller's next request arrives; held back until the
-/// woken caller has run, both leave together. The first write after a flush yields (tokio's
-/// `yield_now`, which runs the task again once the ready tasks have run, without waking
-/// another thread).
-struct Coalesce<T> {
-    io: T,
-    turn: Turn,
-}
-
-enum Turn {
-    /// Nothing written since the last flush.
-    Idle,
-    /// The first write waits for this yield.
-    Yielding(Pin<Box<dyn Future<Output = ()> + Send>>),
-    /// Writes go through until the next flush.
-    Writing,
-}
-
-impl<T> Coalesce<T> {
-    fn new(io: T) -> Coalesce<T> {
-        Coalesce {
-            io,
-            turn: Turn::Idle,
-        }
-    }
-
-    /// Ready once this round's yield is over.
-    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            match &mut self.turn {
-                Turn::Idle => self.turn = Turn::Yielding(Box::pin(tokio::task::yield_now())),
-                Turn::Yielding(turn) => {
-                    std::task::ready!(turn.as_mut().poll(cx));
-                    self.turn = Turn::Writing;
-                }
-                Turn::Writing => return Poll::Ready(()),
-            }
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.poll_turn(cx));
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.poll_turn(cx));
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        self.turn = Turn::Idle;
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 /// An error and its chain of sources, on one line.
@@ -1085,33 +995,5 @@ mod tests {
 
         drop(channel);
         serve.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn the_first_write_after_a_flush_waits_one_turn_and_the_rest_go_through() {
-        use tokio::io::AsyncWriteExt;
-        let (client, _server) = tokio::io::duplex(1 << 16);
-        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut io = Coalesce::new(Counted {
-            io: client,
-            writes: writes.clone(),
-        });
-        let count = || writes.load(std::sync::atomic::Ordering::SeqCst);
-        for round in 0..2 {
-            let first =
-                std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut io).poll_write(cx, b"ack")))
-                    .await;
-            assert!(first.is_pending(), "round {round}: the first write waits");
-            assert_eq!(count(), 2 * round);
-            // Once the turn is over it goes through, and so does the next, at once.
-            io.write_all(b"ack").await.unwrap();
-            let second = std::future::poll_fn(|cx| {
-                Poll::Ready(Pin::new(&mut io).poll_write(cx, b"request"))
-            })
-            .await;
-            assert!(matches!(second, Poll::Ready(Ok(7))), "{second:?}");
-            assert_eq!(count(), 2 * round + 2);
-            io.flush().await.unwrap();
-        }
     }
 }
