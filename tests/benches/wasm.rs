@@ -10,6 +10,10 @@
 //! - `kv_get/raw_sync/16`: the raw call again with synchronous bindings (no fiber per call):
 //!   what async support costs. Plinth stays async, since a synchronous call would block the
 //!   caller's executor thread for the guest's whole run.
+//! - Paired (not criterion): after each kv.get size and greet, the Plinth call and the raw call
+//!   alternate for nine rounds of plain timed loops, and the medians are what `cargo xtask
+//!   bench` compares (`criterion/plinth-wasm.json`): criterion times the two minutes apart, and
+//!   on a small shared machine the raw call alone moves by a third between such moments.
 //! - Not timed: the resident memory each idle pooled instance adds, and whether 1 000 instances
 //!   of one component fit at once (written to `criterion/plinth-memory.json` in the target
 //!   directory for `cargo xtask bench`'s table).
@@ -17,7 +21,7 @@
 //! Run with `cargo xtask bench` (it builds the guests first).
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
@@ -55,6 +59,44 @@ mod raw {
 }
 
 plinth::wasm_bindings!(raw::Plugin, raw::PluginPre<HostState>);
+
+/// Per-call times of the paired measurements: (figure, Plinth ns, raw ns).
+static PAIRED: Mutex<Vec<(String, f64, f64)>> = Mutex::new(Vec::new());
+
+/// Whether this is a benchmarking run (`cargo bench`), not `cargo test --benches` checking that
+/// the binary works.
+fn benchmarking() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
+/// Times `calls` calls of `plinth` and of `raw`, alternately for nine rounds, and records the
+/// median time per call of each under `figure`.
+fn paired(
+    figure: String,
+    calls: u32,
+    mut plinth: impl FnMut(u32) -> Duration,
+    mut raw: impl FnMut(u32) -> Duration,
+) {
+    const ROUNDS: usize = 9;
+    let per_call = |elapsed: Duration| elapsed.as_nanos() as f64 / f64::from(calls);
+    let mut ours = Vec::with_capacity(ROUNDS);
+    let mut theirs = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        ours.push(per_call(plinth(calls)));
+        theirs.push(per_call(raw(calls)));
+    }
+    ours.sort_by(f64::total_cmp);
+    theirs.sort_by(f64::total_cmp);
+    let (ours, theirs) = (ours[ROUNDS / 2], theirs[ROUNDS / 2]);
+    println!(
+        "paired {figure}: plinth {ours:.0} ns, raw {theirs:.0} ns, {:.2}x",
+        ours / theirs
+    );
+    PAIRED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push((figure, ours, theirs));
+}
 
 /// The bare host state of the raw peer: WASI with nothing granted, logging ignored.
 struct RawState {
@@ -208,6 +250,34 @@ fn kv_get(c: &mut Criterion) {
                 })
             })
         });
+        if benchmarking() {
+            // About 20 ms a loop for the small values.
+            let calls = if size < 1 << 20 { 20_000 } else { 300 };
+            paired(
+                format!("kv_get/{size}"),
+                calls,
+                |calls| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..calls {
+                            black_box(kv.get(&key).await.expect("get"));
+                        }
+                        start.elapsed()
+                    })
+                },
+                |calls| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..calls {
+                            let answer =
+                                bindings.plinth_kv_store().call_get(&mut store, &key).await;
+                            black_box(answer.expect("call").expect("get"));
+                        }
+                        start.elapsed()
+                    })
+                },
+            );
+        }
     }
     group.finish();
 }
@@ -359,6 +429,34 @@ fn greet(c: &mut Criterion) {
         })
     });
     group.finish();
+    if benchmarking() {
+        paired(
+            "greet".to_owned(),
+            10_000,
+            |calls| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..calls {
+                        black_box(greeter.greet("world").await.expect("greet"));
+                    }
+                    start.elapsed()
+                })
+            },
+            |calls| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..calls {
+                        let answer = bindings
+                            .plinth_greeter_greeter()
+                            .call_greet(&mut store, "world")
+                            .await;
+                        black_box(answer.expect("greet"));
+                    }
+                    start.elapsed()
+                })
+            },
+        );
+    }
 }
 
 /// Resident set size of this process, in bytes.
@@ -410,16 +508,26 @@ fn main() {
     load(&mut criterion);
     criterion.final_summary();
     // `cargo test --benches` runs this binary only to check it works: skip the memory part.
-    if std::env::args().any(|arg| arg == "--bench") {
-        let figures = memory();
+    if benchmarking() {
+        let paired: serde_json::Map<String, serde_json::Value> = PAIRED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(figure, plinth, raw)| {
+                let pair = serde_json::json!({ "plinth_ns": plinth, "raw_ns": raw });
+                (figure.clone(), pair)
+            })
+            .collect();
         let dir = plinth_interop::criterion_dir();
-        let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join("plinth-memory.json"), figures.to_string()));
-        if let Err(error) = written {
-            eprintln!(
-                "cannot write the memory figures into {}: {error}",
-                dir.display()
-            );
+        for (file, figures) in [
+            ("plinth-memory.json", memory()),
+            ("plinth-wasm.json", serde_json::Value::Object(paired)),
+        ] {
+            let written = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(dir.join(file), figures.to_string()));
+            if let Err(error) = written {
+                eprintln!("cannot write {file} into {}: {error}", dir.display());
+            }
         }
     }
 }
