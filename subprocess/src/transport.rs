@@ -996,4 +996,60 @@ mod tests {
         drop(channel);
         serve.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn calls_beyond_the_servers_stream_limit_wait_for_a_stream() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let slot = Arc::new(std::sync::Mutex::new(Some(Box::new(client) as BoxIo)));
+        let dialer: Dialer = Arc::new(move || {
+            let io = slot.lock().unwrap().take();
+            Box::pin(async move { io.ok_or_else(|| io::Error::other("dialed twice")) })
+        });
+        let server = h2::server::Builder::new()
+            .max_concurrent_streams(2)
+            .handshake::<_, Bytes>(server);
+        let (channel, server) = tokio::join!(channel(dialer), server);
+        let (channel, mut server) = (channel.unwrap(), server.unwrap());
+        let serve = tokio::spawn(async move {
+            let mut answered = 0;
+            while let Some(Ok((request, mut respond))) = server.accept().await {
+                let mut body = request.into_body();
+                let got = read_all(&mut body).await.unwrap();
+                let mut stream = respond
+                    .send_response(http::Response::new(()), false)
+                    .unwrap();
+                stream.send_data(Bytes::from(got), true).unwrap();
+                answered += 1;
+            }
+            answered
+        });
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..20u8 {
+            let mut channel = channel.clone();
+            calls.spawn(async move {
+                use http_body::Body as _;
+                let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
+                frames.send(Ok(Bytes::from(vec![n]))).unwrap();
+                drop(frames);
+                let response = call(&mut channel, tonic::body::Body::new(Frames(receiver)))
+                    .await
+                    .unwrap();
+                let mut body = response.into_body();
+                let mut data = Vec::new();
+                while let Some(frame) =
+                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                {
+                    if let Ok(chunk) = frame.unwrap().into_data() {
+                        data.extend_from_slice(&chunk);
+                    }
+                }
+                assert_eq!(data, [n]);
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            done.unwrap();
+        }
+        drop(channel);
+        assert_eq!(serve.await.unwrap(), 20);
+    }
 }
