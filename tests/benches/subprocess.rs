@@ -24,12 +24,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use plinth::{Client, ClientConfig};
-use plinth_examples::kv::KvPlugin;
+use plinth_examples::kv::{Kv, KvPlugin};
 use plinth_examples::{go_plugin, handshake};
 use tokio::runtime::Runtime;
 
@@ -69,15 +69,59 @@ enum Caller {
     Task,
 }
 
+/// Starts the Go kv plugin and stores the 16-byte value the benchmarks get.
+async fn kv_client(mtls: bool) -> (Client, Arc<dyn Kv>) {
+    let client = Client::start(config(mtls)).await.expect("kv-plugin starts");
+    let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
+    kv.put("key16", &[7u8; 16]).await.expect("put");
+    (client, kv)
+}
+
+/// Times `calls` gets of the 16-byte value after `warm_up` untimed ones, run by `caller`.
+fn time_gets(
+    runtime: &Runtime,
+    caller: Caller,
+    kv: Arc<dyn Kv>,
+    warm_up: u64,
+    calls: u64,
+) -> Duration {
+    let timed = async move {
+        for _ in 0..warm_up {
+            std::hint::black_box(kv.get("key16").await.expect("get"));
+        }
+        let began = Instant::now();
+        for _ in 0..calls {
+            std::hint::black_box(kv.get("key16").await.expect("get"));
+        }
+        began.elapsed()
+    };
+    match caller {
+        Caller::BlockOn => runtime.block_on(timed),
+        Caller::Task => runtime
+            .block_on(runtime.spawn(timed))
+            .expect("the timed task"),
+    }
+}
+
+/// The total time of `starts` runs from `Client::start` to the first answered call (the kill
+/// afterwards is not timed).
+async fn time_starts(starts: u64) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..starts {
+        let began = Instant::now();
+        let client = Client::start(config(false)).await.expect("starts");
+        let kv = client.dispense(&KvPlugin).await.expect("dispenses");
+        assert!(kv.get("missing").await.is_err());
+        timed += began.elapsed();
+        client.kill().await;
+    }
+    timed
+}
+
 fn kv_get(c: &mut Criterion, runtime: &Runtime, flavor: &'static str, caller: Caller) {
     let mut group = c.benchmark_group(format!("subprocess/kv_get_16/{flavor}"));
     for (name, mtls) in [("plinth", false), ("plinth_mtls", true)] {
-        let (client, kv) = runtime.block_on(async {
-            let client = Client::start(config(mtls)).await.expect("kv-plugin starts");
-            let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
-            kv.put("key16", &[7u8; 16]).await.expect("put");
-            (client, kv)
-        });
+        let (client, kv) = runtime.block_on(kv_client(mtls));
         let figure: &'static str = match (flavor, mtls) {
             ("current_thread", false) => "rtt, current_thread runtime",
             ("current_thread", true) => "rtt mtls, current_thread",
@@ -88,20 +132,7 @@ fn kv_get(c: &mut Criterion, runtime: &Runtime, flavor: &'static str, caller: Ca
         };
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
-                let kv = kv.clone();
-                let timed = async move {
-                    let began = Instant::now();
-                    for _ in 0..iterations {
-                        std::hint::black_box(kv.get("key16").await.expect("get"));
-                    }
-                    began.elapsed()
-                };
-                let elapsed = match caller {
-                    Caller::BlockOn => runtime.block_on(timed),
-                    Caller::Task => runtime
-                        .block_on(runtime.spawn(timed))
-                        .expect("the timed task"),
-                };
+                let elapsed = time_gets(runtime, caller, kv.clone(), 0, iterations);
                 record(figure, elapsed, iterations);
                 elapsed
             })
@@ -116,19 +147,9 @@ fn start_to_first_answer(c: &mut Criterion, runtime: &Runtime) {
     group.sample_size(20);
     group.bench_function("plinth", |b| {
         b.iter_custom(|iterations| {
-            runtime.block_on(async {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iterations {
-                    let began = Instant::now();
-                    let client = Client::start(config(false)).await.expect("starts");
-                    let kv = client.dispense(&KvPlugin).await.expect("dispenses");
-                    assert!(kv.get("missing").await.is_err());
-                    timed += began.elapsed();
-                    client.kill().await;
-                }
-                record("startup", timed, iterations);
-                timed
-            })
+            let timed = runtime.block_on(time_starts(iterations));
+            record("startup", timed, iterations);
+            timed
         })
     });
     group.finish();
@@ -145,35 +166,13 @@ struct Throughput {
 }
 
 /// Calls timed in each sequential round trip measurement, as the Go host is asked for.
-const CALLS: usize = 20_000;
+const CALLS: u64 = 20_000;
 
 /// The mean round trip of `CALLS` sequential calls (after `CALLS / 10` to warm up), from the
 /// `block_on` thread or from a spawned task.
 fn sequential_rtt(runtime: &Runtime, caller: Caller) -> f64 {
-    let (client, kv) = runtime.block_on(async {
-        let client = Client::start(config(false))
-            .await
-            .expect("kv-plugin starts");
-        let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
-        kv.put("key16", &[7u8; 16]).await.expect("put");
-        (client, kv)
-    });
-    let timed = async move {
-        for _ in 0..CALLS / 10 {
-            std::hint::black_box(kv.get("key16").await.expect("get"));
-        }
-        let began = Instant::now();
-        for _ in 0..CALLS {
-            std::hint::black_box(kv.get("key16").await.expect("get"));
-        }
-        began.elapsed()
-    };
-    let elapsed = match caller {
-        Caller::BlockOn => runtime.block_on(timed),
-        Caller::Task => runtime
-            .block_on(runtime.spawn(timed))
-            .expect("the timed task"),
-    };
+    let (client, kv) = runtime.block_on(kv_client(false));
+    let elapsed = time_gets(runtime, caller, kv, CALLS / 10, CALLS);
     runtime.block_on(client.kill());
     elapsed.as_nanos() as f64 / CALLS as f64
 }
@@ -181,29 +180,14 @@ fn sequential_rtt(runtime: &Runtime, caller: Caller) -> f64 {
 /// The mean time from `Client::start` to the first answered call, over ten starts (as the Go
 /// host measures it).
 fn startup(runtime: &Runtime) -> f64 {
-    const STARTS: u32 = 10;
-    runtime.block_on(async {
-        let mut timed = Duration::ZERO;
-        for _ in 0..STARTS {
-            let began = Instant::now();
-            let client = Client::start(config(false)).await.expect("starts");
-            let kv = client.dispense(&KvPlugin).await.expect("dispenses");
-            assert!(kv.get("missing").await.is_err());
-            timed += began.elapsed();
-            client.kill().await;
-        }
-        timed.as_nanos() as f64 / f64::from(STARTS)
-    })
+    const STARTS: u64 = 10;
+    runtime.block_on(time_starts(STARTS)).as_nanos() as f64 / STARTS as f64
 }
 
 /// Calls per second with 64 tasks sharing one client.
 fn throughput(runtime: &Runtime) -> Throughput {
     runtime.block_on(async {
-        let client = Client::start(config(false))
-            .await
-            .expect("kv-plugin starts");
-        let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
-        kv.put("key16", &[7u8; 16]).await.expect("put");
+        let (client, kv) = kv_client(false).await;
         const CALLERS: usize = 64;
         const PER_CALLER: usize = 400;
         let plugin = client

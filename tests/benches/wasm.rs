@@ -69,16 +69,27 @@ fn benchmarking() -> bool {
     std::env::args().any(|arg| arg == "--bench")
 }
 
+/// The time `calls` runs of `call` take on `rt`, one after the other.
+fn time(rt: &Runtime, calls: u64, call: &mut impl AsyncFnMut()) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..calls {
+            call().await;
+        }
+        start.elapsed()
+    })
+}
+
 /// Times `calls` calls of `plinth` and of `raw`, alternately for nine rounds, and records the
 /// median time per call of each under `figure`.
 fn paired(
     figure: String,
-    calls: u32,
-    mut plinth: impl FnMut(u32) -> Duration,
-    mut raw: impl FnMut(u32) -> Duration,
+    calls: u64,
+    mut plinth: impl FnMut(u64) -> Duration,
+    mut raw: impl FnMut(u64) -> Duration,
 ) {
     const ROUNDS: usize = 9;
-    let per_call = |elapsed: Duration| elapsed.as_nanos() as f64 / f64::from(calls);
+    let per_call = |elapsed: Duration| elapsed.as_nanos() as f64 / calls as f64;
     let mut ours = Vec::with_capacity(ROUNDS);
     let mut theirs = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
@@ -227,28 +238,18 @@ fn kv_get(c: &mut Criterion) {
         .expect("raw put")
         .expect("raw put answer");
 
-        group.bench_with_input(BenchmarkId::new("plinth", size), &key, |b, key| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(kv.get(key).await.expect("get"));
-                    }
-                    start.elapsed()
-                })
-            })
+        let mut plinth_get = async || {
+            black_box(kv.get(&key).await.expect("get"));
+        };
+        let mut raw_get = async || {
+            let answer = bindings.plinth_kv_store().call_get(&mut store, &key).await;
+            black_box(answer.expect("call").expect("get"));
+        };
+        group.bench_function(BenchmarkId::new("plinth", size), |b| {
+            b.iter_custom(|iters| time(&rt, iters, &mut plinth_get))
         });
-        group.bench_with_input(BenchmarkId::new("raw", size), &key, |b, key| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let answer = bindings.plinth_kv_store().call_get(&mut store, key).await;
-                        black_box(answer.expect("call").expect("get"));
-                    }
-                    start.elapsed()
-                })
-            })
+        group.bench_function(BenchmarkId::new("raw", size), |b| {
+            b.iter_custom(|iters| time(&rt, iters, &mut raw_get))
         });
         if benchmarking() {
             // About 20 ms a loop for the small values.
@@ -256,26 +257,8 @@ fn kv_get(c: &mut Criterion) {
             paired(
                 format!("kv_get/{size}"),
                 calls,
-                |calls| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..calls {
-                            black_box(kv.get(&key).await.expect("get"));
-                        }
-                        start.elapsed()
-                    })
-                },
-                |calls| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..calls {
-                            let answer =
-                                bindings.plinth_kv_store().call_get(&mut store, &key).await;
-                            black_box(answer.expect("call").expect("get"));
-                        }
-                        start.elapsed()
-                    })
-                },
+                |calls| time(&rt, calls, &mut plinth_get),
+                |calls| time(&rt, calls, &mut raw_get),
             );
         }
     }
@@ -401,60 +384,30 @@ fn greet(c: &mut Criterion) {
         .block_on(pre.instantiate_async(&mut store))
         .expect("instantiate");
 
+    let mut plinth_greet = async || {
+        black_box(greeter.greet("world").await.expect("greet"));
+    };
+    let mut raw_greet = async || {
+        let answer = bindings
+            .plinth_greeter_greeter()
+            .call_greet(&mut store, "world")
+            .await;
+        black_box(answer.expect("greet"));
+    };
     let mut group = c.benchmark_group("greet");
     group.bench_function("plinth", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(greeter.greet("world").await.expect("greet"));
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| time(&rt, iters, &mut plinth_greet))
     });
     group.bench_function("raw", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let answer = bindings
-                        .plinth_greeter_greeter()
-                        .call_greet(&mut store, "world")
-                        .await;
-                    black_box(answer.expect("greet"));
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| time(&rt, iters, &mut raw_greet))
     });
     group.finish();
     if benchmarking() {
         paired(
             "greet".to_owned(),
             10_000,
-            |calls| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..calls {
-                        black_box(greeter.greet("world").await.expect("greet"));
-                    }
-                    start.elapsed()
-                })
-            },
-            |calls| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..calls {
-                        let answer = bindings
-                            .plinth_greeter_greeter()
-                            .call_greet(&mut store, "world")
-                            .await;
-                        black_box(answer.expect("greet"));
-                    }
-                    start.elapsed()
-                })
-            },
+            |calls| time(&rt, calls, &mut plinth_greet),
+            |calls| time(&rt, calls, &mut raw_greet),
         );
     }
 }
