@@ -317,6 +317,14 @@ async fn a_plugin_started_from_a_thread_that_ends_keeps_running() {
     client.kill().await;
 }
 
+#[test]
+fn starting_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let error = futures::executor::block_on(Client::start(command("kv-plugin")))
+        .expect_err("no runtime to run the plugin's tasks on");
+    let text = error.to_string();
+    assert!(text.contains("tokio runtime"), "{text}");
+}
+
 #[tokio::test]
 async fn a_plugin_killed_mid_call_fails_the_call_with_its_exit() {
     struct Stall(tokio::sync::Notify);

@@ -106,9 +106,13 @@ async fn spawn_child(command: Command) -> std::io::Result<Child> {
     let jobs = spawner
         .as_ref()
         .map_err(|error| std::io::Error::new(error.kind(), error.to_string()))?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
+        std::io::Error::other(format!(
+            "a plugin is started within a tokio runtime: {error}"
+        ))
+    })?;
     let (reply, child) = tokio::sync::oneshot::channel();
-    jobs.send((command, tokio::runtime::Handle::current(), reply))
-        .map_err(|_| gone())?;
+    jobs.send((command, runtime, reply)).map_err(|_| gone())?;
     child.await.map_err(|_| gone())?
 }
 
