@@ -337,9 +337,8 @@ pub(crate) fn once(io: BoxIo, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer 
 ///
 /// Calls speak to the HTTP/2 streams themselves rather than through hyper's client: a unary
 /// request leaves as one write (headers, then the message with `END_STREAM`) and its answer
-/// wakes the caller directly. hyper writes a request's headers and its body in two rounds and
-/// hands each answer over through a task of its own, which costs a plugin a second wake-up per
-/// call and the host a task.
+/// wakes the caller directly, where hyper passes each request to its connection task through a
+/// channel and each answer back through a task it spawns per request.
 #[derive(Clone)]
 pub struct PluginChannel {
     send: h2::client::SendRequest<Bytes>,
