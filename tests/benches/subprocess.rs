@@ -24,7 +24,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -32,28 +32,6 @@ use plinth::{Client, ClientConfig};
 use plinth_examples::kv::{Kv, KvPlugin};
 use plinth_examples::{go_plugin, handshake};
 use tokio::runtime::Runtime;
-
-/// Total time and iterations of each measured figure, for the ratio table.
-static TOTALS: Mutex<Vec<(&'static str, Duration, u64)>> = Mutex::new(Vec::new());
-
-fn record(name: &'static str, elapsed: Duration, iterations: u64) {
-    let mut totals = TOTALS.lock().unwrap();
-    match totals.iter_mut().find(|(n, ..)| *n == name) {
-        Some((_, total, count)) => {
-            *total += elapsed;
-            *count += iterations;
-        }
-        None => totals.push((name, elapsed, iterations)),
-    }
-}
-
-fn mean_ns(name: &str) -> Option<f64> {
-    let totals = TOTALS.lock().unwrap();
-    totals
-        .iter()
-        .find(|(n, ..)| *n == name)
-        .map(|(_, total, count)| total.as_nanos() as f64 / (*count).max(1) as f64)
-}
 
 fn config(auto_mtls: bool) -> ClientConfig {
     ClientConfig::command(go_plugin("kv-plugin"))
@@ -122,20 +100,8 @@ fn kv_get(c: &mut Criterion, runtime: &Runtime, flavor: &'static str, caller: Ca
     let mut group = c.benchmark_group(format!("subprocess/kv_get_16/{flavor}"));
     for (name, mtls) in [("plinth", false), ("plinth_mtls", true)] {
         let (client, kv) = runtime.block_on(kv_client(mtls));
-        let figure: &'static str = match (flavor, mtls) {
-            ("current_thread", false) => "rtt, current_thread runtime",
-            ("current_thread", true) => "rtt mtls, current_thread",
-            ("multi_thread", false) => "rtt, multi_thread runtime",
-            ("multi_thread", true) => "rtt mtls, multi_thread",
-            (_, false) => "rtt, multi_thread task",
-            (_, true) => "rtt mtls, multi_thread task",
-        };
         group.bench_function(name, |b| {
-            b.iter_custom(|iterations| {
-                let elapsed = time_gets(runtime, caller, kv.clone(), 0, iterations);
-                record(figure, elapsed, iterations);
-                elapsed
-            })
+            b.iter_custom(|iterations| time_gets(runtime, caller, kv.clone(), 0, iterations))
         });
         runtime.block_on(client.kill());
     }
@@ -146,11 +112,7 @@ fn start_to_first_answer(c: &mut Criterion, runtime: &Runtime) {
     let mut group = c.benchmark_group("subprocess/start_to_first_answer");
     group.sample_size(20);
     group.bench_function("plinth", |b| {
-        b.iter_custom(|iterations| {
-            let timed = runtime.block_on(time_starts(iterations));
-            record("startup", timed, iterations);
-            timed
-        })
+        b.iter_custom(|iterations| runtime.block_on(time_starts(iterations)))
     });
     group.finish();
 }
@@ -384,7 +346,6 @@ fn main() {
         "rtt_current_thread_ns": our(|r| r.rtt_current_thread),
         "rtt_multi_thread_ns": our(|r| r.rtt_block_on),
         "rtt_multi_thread_task_ns": our(|r| r.rtt_task),
-        "rtt_mtls_current_thread_ns": mean_ns("rtt mtls, current_thread"),
         "startup_ns": our(|r| r.startup),
         "calls_per_s_64": calls_per_s,
         "host_cpu_ns_64": our(|r| r.throughput.host_cpu_ns),
