@@ -107,9 +107,7 @@ async fn spawn_child(command: Command) -> std::io::Result<Child> {
         .as_ref()
         .map_err(|error| std::io::Error::new(error.kind(), error.to_string()))?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
-        std::io::Error::other(format!(
-            "a plugin is started within a tokio runtime: {error}"
-        ))
+        std::io::Error::other(format!("no tokio runtime to start the plugin on: {error}"))
     })?;
     let (reply, child) = tokio::sync::oneshot::channel();
     jobs.send((command, runtime, reply)).map_err(|_| gone())?;
