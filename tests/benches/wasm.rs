@@ -3,15 +3,17 @@
 //! - `kv_get/{plinth,raw}/{16,4096,1048576}`: one `get` of a value of that size through a
 //!   dispensed `Arc<dyn Kv>`, and through plain `bindgen!` bindings on a bare `Store`.
 //! - `instantiate/{plinth,raw}`: a new instance from a pre-linked component on the pooling
-//!   allocator, through a plinth `Pool` and through `InstancePre::instantiate_async`.
+//!   allocator, through a plinth `Pool` and through `InstancePre::instantiate_async` on an
+//!   engine with Plinth's settings; `instantiate/raw_wasmtime_defaults` is the raw one on
+//!   wasmtime's default pooling settings.
 //! - `load/{compile,disk_cache}`: `Client::start` compiling the component, and loading it from
 //!   the disk cache instead.
 //! - `greet/{plinth,raw}`: `greet("world")` on the 0.2 greeter, dispensed and raw.
 //! - `kv_get/raw_sync/16`: the raw call again with synchronous bindings (no fiber per call):
 //!   what async support costs. Plinth stays async, since a synchronous call would block the
 //!   caller's executor thread for the guest's whole run.
-//! - Paired (not criterion): after each kv.get size and greet, the Plinth call and the raw call
-//!   alternate for nine rounds of plain timed loops, and the medians are what `cargo xtask
+//! - Paired (not criterion): after each kv.get size, greet and instantiate, the Plinth call
+//!   and the raw call alternate for nine rounds of plain timed loops, and the medians are what `cargo xtask
 //!   bench` compares (`criterion/plinth-wasm.json`): criterion times the two minutes apart, and
 //!   on a small shared machine the raw call alone moves by a third between such moments.
 //! - Not timed: the resident memory each idle pooled instance adds, and whether 1 000 instances
@@ -291,43 +293,61 @@ fn instantiate(c: &mut Criterion) {
         .expect("start kv");
     let pool = rt.block_on(client.dispense(&PoolPlugin)).expect("dispense");
 
-    let mut config = Config::new();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(
+    // The raw peer runs on an engine configured as Plinth's (pool settings, epoch
+    // interruption), so the ratio is what Plinth adds; `raw_wasmtime_defaults` is the same raw
+    // instantiation on wasmtime's default pooling settings, for reference.
+    let same_settings = Engine::new(&EngineConfig::default()).expect("plinth engine");
+    let same_settings = same_settings.wasmtime().clone();
+    let pre = raw_pre(&same_settings);
+    let mut defaults = Config::new();
+    defaults.allocation_strategy(InstanceAllocationStrategy::Pooling(
         PoolingAllocationConfig::new(),
     ));
-    let engine = wasmtime::Engine::new(&config).expect("pooling engine");
-    let pre = raw_pre(&engine);
+    let defaults = wasmtime::Engine::new(&defaults).expect("pooling engine");
+    let defaults_pre = raw_pre(&defaults);
 
+    let mut plinth_instance = async || {
+        pool.warm(1).await.expect("instantiate");
+        pool.shrink(0);
+    };
+    let mut raw_instance = async || {
+        let mut store = Store::new(&same_settings, RawState::new());
+        store.set_epoch_deadline(1 << 40);
+        black_box(
+            pre.instantiate_async(&mut store)
+                .await
+                .expect("instantiate"),
+        );
+    };
     let mut group = c.benchmark_group("instantiate");
     group.bench_function("plinth", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    pool.warm(1).await.expect("instantiate");
-                    pool.shrink(0);
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| time(&rt, iters, &mut plinth_instance))
     });
     group.bench_function("raw", |b| {
+        b.iter_custom(|iters| time(&rt, iters, &mut raw_instance))
+    });
+    group.bench_function("raw_wasmtime_defaults", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let mut store = Store::new(&engine, RawState::new());
-                    black_box(
-                        pre.instantiate_async(&mut store)
-                            .await
-                            .expect("instantiate"),
-                    );
-                }
-                start.elapsed()
+            time(&rt, iters, &mut async || {
+                let mut store = Store::new(&defaults, RawState::new());
+                black_box(
+                    defaults_pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .expect("instantiate"),
+                );
             })
         })
     });
     group.finish();
+    if benchmarking() {
+        paired(
+            "instantiate".to_owned(),
+            2_000,
+            |instances| time(&rt, instances, &mut plinth_instance),
+            |instances| time(&rt, instances, &mut raw_instance),
+        );
+    }
 }
 
 fn load(c: &mut Criterion) {
