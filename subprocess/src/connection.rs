@@ -382,7 +382,7 @@ impl Connection {
     /// The plugin's process id, when known.
     pub fn pid(&self) -> Option<u32> {
         match &self.inner.owner {
-            Owner::Launched(process) => process.pid(),
+            Owner::Launched(process) => Some(process.pid()),
             Owner::Reattached { pid, .. } => Some(*pid),
         }
     }
@@ -863,7 +863,7 @@ fn environment(
 async fn read_handshake(
     name: &str,
     process: &Process,
-    stdout: &mut BufReader<tokio::process::ChildStdout>,
+    stdout: &mut BufReader<tokio::net::unix::pipe::Receiver>,
     timeout: Duration,
 ) -> Result<String> {
     let mut line = Vec::new();

@@ -20,6 +20,7 @@ pub mod serve;
 pub mod stdio;
 pub mod transport;
 
+mod child;
 mod connection;
 mod controller;
 mod error;

@@ -4,26 +4,22 @@
 //! One waiter task owns the child and is the only one to signal or wait on it, so a kill can
 //! never reach a recycled pid; it ends when the child has exited and been reaped. Dropping the
 //! [`Process`] kills the child (the waiter notices that its owner left). On Linux the child
-//! also gets `SIGTERM` if the host process dies without cleaning up (`PR_SET_PDEATHSIG`).
-//!
-//! The kernel ties that signal to the *thread* that forked the child, not to the process: a
-//! plugin started from a blocking-pool thread or a short-lived runtime's thread would be sent
-//! `SIGTERM` when that thread ends, host alive or not. So on Linux every plugin is forked by
-//! one spawner thread that lives as long as the process (idle, blocked on its queue, between
-//! starts).
+//! also gets `SIGTERM` if the host process dies without cleaning up (see [`crate::child`] for
+//! how it is started).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::child::{self, Child, Started};
 use crate::error::{Error, Result};
 use crate::handshake::MAX_LINE;
 use crate::logs::{self, StderrParser};
@@ -79,50 +75,9 @@ impl StderrTail {
     }
 }
 
-/// Forks `command` on the spawner thread (see the module documentation), registering the
-/// child with the caller's runtime.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-async fn spawn_child(command: Command) -> std::io::Result<Child> {
-    use std::sync::OnceLock;
-    type Job = (
-        Command,
-        tokio::runtime::Handle,
-        tokio::sync::oneshot::Sender<std::io::Result<Child>>,
-    );
-    static SPAWNER: OnceLock<std::io::Result<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("plinth-spawner".to_owned())
-            .spawn(move || {
-                for (mut command, runtime, reply) in queue {
-                    let _entered = runtime.enter();
-                    let _ = reply.send(command.spawn());
-                }
-            })?;
-        Ok(jobs)
-    });
-    let gone = || std::io::Error::other("the plugin spawner thread is not running");
-    let jobs = spawner
-        .as_ref()
-        .map_err(|error| std::io::Error::new(error.kind(), error.to_string()))?;
-    let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
-        std::io::Error::other(format!("no tokio runtime to start the plugin on: {error}"))
-    })?;
-    let (reply, child) = tokio::sync::oneshot::channel();
-    jobs.send((command, runtime, reply)).map_err(|_| gone())?;
-    child.await.map_err(|_| gone())?
-}
-
-/// Forks `command` from the calling thread (no parent-death signal to tie to it here).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-async fn spawn_child(mut command: Command) -> std::io::Result<Child> {
-    command.spawn()
-}
-
 /// A running (or exited) plugin process.
 pub(crate) struct Process {
-    pid: Option<u32>,
+    pid: u32,
     kill: mpsc::UnboundedSender<()>,
     exit: watch::Receiver<Option<String>>,
     stderr_done: watch::Receiver<bool>,
@@ -133,48 +88,25 @@ pub(crate) struct Process {
 
 impl Process {
     /// Starts the process with stdout and stderr piped; returns it and its stdout.
-    pub(crate) async fn spawn(spec: Spawn) -> Result<(Process, ChildStdout)> {
-        let mut command = Command::new(&spec.path);
-        command
-            .args(&spec.args)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if spec.inherit_stdin {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (prctl, getppid, kill).
-        unsafe {
-            let parent = std::process::id();
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl.
-                if libc::getppid() as u32 != parent {
-                    libc::kill(libc::getpid(), libc::SIGTERM);
-                }
-                Ok(())
-            });
-        }
-        let mut child = spawn_child(command).await.map_err(|source| Error::Spawn {
+    pub(crate) async fn spawn(spec: Spawn) -> Result<(Process, pipe::Receiver)> {
+        let started = child::spawn(child::Command {
+            program: &spec.path,
+            args: &spec.args,
+            env: &spec.env,
+            inherit_stdin: spec.inherit_stdin,
+        })
+        .await
+        .map_err(|source| Error::Spawn {
             plugin: spec.name.to_string(),
             path: spec.path.clone(),
             source,
         })?;
+        let Started {
+            child,
+            stdout,
+            stderr,
+        } = started;
         let pid = child.id();
-        let stdout = child.stdout.take().ok_or_else(|| Error::Config {
-            reason: "the child's stdout was not piped".to_owned(),
-        })?;
-        let stderr = child.stderr.take().ok_or_else(|| Error::Config {
-            reason: "the child's stderr was not piped".to_owned(),
-        })?;
         let (kill, kill_requests) = mpsc::unbounded_channel();
         let (exit_sender, exit) = watch::channel(None);
         let (stderr_sender, stderr_done) = watch::channel(false);
@@ -204,12 +136,12 @@ impl Process {
     }
 
     /// The process id.
-    pub(crate) fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Drains the rest of stdout in the background (a Go host discards it; we trace it).
-    pub(crate) fn drain_stdout(&self, name: Arc<str>, stdout: BufReader<ChildStdout>) {
+    pub(crate) fn drain_stdout(&self, name: Arc<str>, stdout: BufReader<pipe::Receiver>) {
         let mut pumps = self
             .pumps
             .lock()

@@ -13,6 +13,8 @@
 //!   multi-threaded runtime, and the CPU time the host process and the plugin process spent per
 //!   call meanwhile (on two cores the host and the plugin compete, so a host that spends less
 //!   leaves more to the plugin).
+//! - Heavy host (not criterion): ten starts again while the host holds 512 MiB resident, since
+//!   the cost of creating a process can grow with the creator's memory.
 //!
 //! The peer is `tests/go/bin/go-host bench`, go-plugin v1.8.0's own client on the same binary
 //! (64 goroutines for throughput). Since single figures on a small shared machine move by tens
@@ -292,6 +294,19 @@ fn main() {
             }
         }
     }
+    // Starting a plugin must not cost more in a host with much memory resident (as `fork`
+    // would: it copies the page tables).
+    let heavy_startup = {
+        let ballast = vec![1u8; HEAVY_HOST_BYTES];
+        let startup = startup(&runtime);
+        std::hint::black_box(ballast);
+        startup
+    };
+    println!(
+        "start to first answer with {} MiB resident in the host: {:.2} ms",
+        HEAVY_HOST_BYTES >> 20,
+        heavy_startup / 1e6
+    );
     let our = |field: fn(&Round) -> f64| median(rounds.iter().map(field).collect());
     let their = |field: fn(&GoFigures) -> f64| median(go.iter().map(field).collect());
     let go_rtt = their(|g| g.rtt_ns);
@@ -347,6 +362,7 @@ fn main() {
         "rtt_multi_thread_ns": our(|r| r.rtt_block_on),
         "rtt_multi_thread_task_ns": our(|r| r.rtt_task),
         "startup_ns": our(|r| r.startup),
+        "startup_heavy_host_ns": heavy_startup,
         "calls_per_s_64": calls_per_s,
         "host_cpu_ns_64": our(|r| r.throughput.host_cpu_ns),
         "plugin_cpu_ns_64": our(|r| r.throughput.plugin_cpu_ns),
@@ -363,6 +379,9 @@ fn main() {
         eprintln!("cannot write the figures into {}: {error}", dir.display());
     }
 }
+
+/// What the host holds resident for the heavy-host startup figure.
+const HEAVY_HOST_BYTES: usize = 512 << 20;
 
 /// One round of our figures.
 struct Round {
