@@ -167,7 +167,9 @@ async fn spawn_forked(
 
 fn into_started(mut child: tokio::process::Child) -> io::Result<Started> {
     let not_piped = || io::Error::other("the child's stdout or stderr was not piped");
-    let pid = child.id().ok_or_else(not_piped)?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("the child was reaped before it was handed over"))?;
     let stdout = child.stdout.take().ok_or_else(not_piped)?.into_owned_fd()?;
     let stderr = child.stderr.take().ok_or_else(not_piped)?.into_owned_fd()?;
     Ok(Started {
@@ -354,21 +356,38 @@ mod linux {
 
     impl Drop for PidfdChild {
         fn drop(&mut self) {
-            if self.status.is_some() {
-                return;
+            if self.status.is_none() {
+                kill_and_reap(self.pid, self.pidfd.get_ref().as_raw_fd());
             }
-            let _ = send_kill(self.pidfd.get_ref().as_raw_fd());
-            let pid = self.pid;
-            // Killed, it exits at once; a blocking wait belongs on the spawner thread.
-            let _ = super::submit(Box::new(move || {
-                let mut status = 0;
-                // SAFETY: as in `wait`; this is the last use of the pid.
-                while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
-                    && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-                {
-                }
-            }));
         }
+    }
+
+    /// A child just created, not yet handed to a [`PidfdChild`]: dropped (say, because the
+    /// caller gave up waiting for it), it kills and reaps the child.
+    struct Created {
+        pid: libc::pid_t,
+        pidfd: Option<OwnedFd>,
+    }
+
+    impl Drop for Created {
+        fn drop(&mut self) {
+            if let Some(pidfd) = &self.pidfd {
+                kill_and_reap(self.pid, pidfd.as_raw_fd());
+            }
+        }
+    }
+
+    /// Kills the child and has the spawner thread reap it (killed, it exits at once; still, a
+    /// blocking wait does not belong on the caller's thread).
+    fn kill_and_reap(pid: libc::pid_t, pidfd: RawFd) {
+        let _ = send_kill(pidfd);
+        let _ = super::submit(Box::new(move || {
+            let mut status = 0;
+            // SAFETY: waitpid writes into a local; the pid is ours and this is its last use.
+            while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
+        }));
     }
 
     fn send_kill(pidfd: RawFd) -> io::Result<()> {
@@ -423,9 +442,43 @@ mod linux {
 
     /// Starts `command` with `clone` on the spawner thread.
     pub(super) async fn spawn_vfork(command: &Command<'_>) -> io::Result<Started> {
+        let (owned, stdout, stderr) = prepare(command)?;
+        let mut created = on_spawner_thread(move || clone_child(owned)).await??;
+        let stdout = pipe::Receiver::from_owned_fd(stdout)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr)?;
+        let pidfd = created
+            .pidfd
+            .take()
+            .ok_or_else(|| io::Error::other("the created child has no pidfd"))?;
+        // SAFETY: the AsyncFd owns the pidfd, which stays open until it is dropped.
+        let pidfd = match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+            Ok(pidfd) => pidfd,
+            Err(failed) => {
+                let (pidfd, error) = failed.into_parts();
+                created.pidfd = Some(pidfd);
+                return Err(error);
+            }
+        };
+        let pid = created.pid;
+        Ok(Started {
+            child: Child {
+                pid: pid as u32,
+                inner: Inner::Pidfd(PidfdChild {
+                    pid,
+                    pidfd,
+                    status: None,
+                }),
+            },
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Everything `clone_child` needs, made before it (no allocation happens in the child), and
+    /// the host's ends of the stdout and stderr pipes.
+    fn prepare(command: &Command<'_>) -> io::Result<(Owned, OwnedFd, OwnedFd)> {
         let (stdout, stdout_child) = pipe_pair()?;
         let (stderr, stderr_child) = pipe_pair()?;
-        let argv0 = c_string("path", command.program.as_os_str())?;
         let args = command
             .args
             .iter()
@@ -442,7 +495,7 @@ mod linux {
             })
             .collect::<io::Result<Vec<_>>>()?;
         let owned = Owned {
-            argv0,
+            argv0: c_string("path", command.program.as_os_str())?,
             args,
             env,
             candidates: candidates(command.program, command.env)?,
@@ -454,21 +507,7 @@ mod linux {
             stdout: stdout_child,
             stderr: stderr_child,
         };
-        let (pid, pidfd) = on_spawner_thread(move || clone_child(owned)).await??;
-        // SAFETY: the AsyncFd owns the pidfd, which stays open until it is dropped.
-        let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }?;
-        Ok(Started {
-            child: Child {
-                pid: pid as u32,
-                inner: Inner::Pidfd(PidfdChild {
-                    pid,
-                    pidfd,
-                    status: None,
-                }),
-            },
-            stdout: pipe::Receiver::from_owned_fd(stdout)?,
-            stderr: pipe::Receiver::from_owned_fd(stderr)?,
-        })
+        Ok((owned, stdout, stderr))
     }
 
     /// What the plan points into, moved to the spawner thread.
@@ -482,9 +521,9 @@ mod linux {
         stderr: OwnedFd,
     }
 
-    /// Creates the child (on the spawner thread, whose signals are all blocked) and returns its
-    /// pid and pidfd once it has exec'd; reaps it and returns the exec error if it could not.
-    fn clone_child(owned: Owned) -> io::Result<(libc::pid_t, OwnedFd)> {
+    /// Creates the child (on the spawner thread, whose signals are all blocked) and returns it
+    /// once it has exec'd; reaps it and returns the exec error if it could not.
+    fn clone_child(owned: Owned) -> io::Result<Created> {
         let argv = std::iter::once(owned.argv0.as_ptr())
             .chain(owned.args.iter().map(|arg| arg.as_ptr()))
             .chain(std::iter::once(std::ptr::null()))
@@ -542,7 +581,10 @@ mod linux {
             {}
             return Err(io::Error::from_raw_os_error(exec_error));
         }
-        Ok((pid, pidfd))
+        Ok(Created {
+            pid,
+            pidfd: Some(pidfd),
+        })
     }
 
     /// An mmap'd stack with a guard page below it.
@@ -660,6 +702,42 @@ mod linux {
             let errno = (*libc::__errno_location()).max(1);
             plan.exec_error.store(errno, Ordering::Release);
             libc::_exit(127)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::ffi::OsString;
+        use std::path::Path;
+
+        use super::*;
+
+        #[tokio::test]
+        async fn a_child_nobody_took_is_killed_and_reaped() {
+            // As when the caller stops waiting while the spawner thread creates the child.
+            let args = [OsString::from("30")];
+            let (owned, _stdout, _stderr) = prepare(&Command {
+                program: Path::new("/bin/sleep"),
+                args: &args,
+                env: &[],
+                inherit_stdin: false,
+            })
+            .expect("prepared");
+            let created = on_spawner_thread(move || clone_child(owned))
+                .await
+                .expect("spawner")
+                .expect("created");
+            let pid = created.pid;
+            assert!(Path::new(&format!("/proc/{pid}")).exists());
+            drop(created);
+            let gone = async {
+                while Path::new(&format!("/proc/{pid}")).exists() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(10), gone)
+                .await
+                .unwrap_or_else(|_| panic!("child {pid} was left behind"));
         }
     }
 }

@@ -363,8 +363,9 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
          same run on the same machine; a ratio below 1 means Plinth is faster (for calls per \
          second, above 1). On a shared 2-core machine single figures move by 10-30% from run \
          to run. The wasm times are criterion's estimates (the slope of its fit, as it prints \
-         them), except against the raw `bindgen!` call: Plinth's call and the raw one alternate \
-         for nine rounds of plain timed loops and the medians are compared. The subprocess \
+         them), except against raw wasmtime (`bindgen!` calls, `InstancePre`): Plinth's call and \
+         the raw one alternate for nine rounds of plain timed loops and the medians are \
+         compared. The subprocess \
          figures are medians of three rounds of plain measurements \
          (20 000 sequential calls, ten starts, a 64-caller run) alternating with three runs of \
          the Go host, so that both meet the machine in the same moods; CPU per call is each \
