@@ -7,7 +7,7 @@
 //! start, against about 1 ms with `posix_spawn`'s `vfork`. So on Linux the child is created
 //! here the way `posix_spawn` creates it — `clone(CLONE_VM | CLONE_VFORK)`, the child borrowing
 //! the host's memory on a small stack of its own until it execs — with a `pidfd` to wait on it
-//! and signal it without any pid-reuse race. Kernels older than 5.2 (no `CLONE_PIDFD`) get
+//! and signal it without any pid-reuse race. Kernels older than 5.3 (no pollable pidfd) get
 //! `Command` with `fork` instead, as do other Unix systems (which have no parent-death signal).
 //!
 //! The kernel ties the parent-death signal to the *thread* that created the child, not to the
@@ -53,8 +53,8 @@ pub(crate) struct Started {
 
 /// A child process, signalled and reaped only through this handle.
 ///
-/// Dropping it before [`Child::wait`] returned kills the child and leaves its reaping to the
-/// spawner thread (or to tokio), so it never stays a zombie.
+/// Dropping it before [`Child::wait`] returned kills the child and leaves its reaping to a
+/// reaper thread (or to tokio), so it never stays a zombie.
 pub(crate) struct Child {
     pid: u32,
     inner: Inner,
@@ -105,7 +105,7 @@ pub(crate) async fn spawn(command: Command<'_>) -> io::Result<Started> {
     if linux::PIDFD_SPAWN.load(std::sync::atomic::Ordering::Relaxed) {
         match linux::spawn_vfork(&command).await {
             Err(error) if error.kind() == io::ErrorKind::Unsupported => {
-                // No CLONE_PIDFD in this kernel (before 5.2): fork from now on.
+                // No usable pidfd in this kernel (before 5.3): fork from now on.
                 tracing::debug!(%error, "clone with a pidfd refused; plugins are forked");
                 linux::PIDFD_SPAWN.store(false, std::sync::atomic::Ordering::Relaxed);
             }
@@ -137,16 +137,17 @@ async fn spawn_forked(
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let child = {
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (prctl, getppid, kill).
+        // async-signal-safe functions (prctl, getppid, _exit).
         unsafe {
             let parent = std::process::id();
             forked.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                // The parent may have died between fork and prctl.
+                // The parent may have died between fork and prctl. (Not a signal to ourselves:
+                // the host's handlers are still installed here.)
                 if libc::getppid() as u32 != parent {
-                    libc::kill(libc::getpid(), libc::SIGTERM);
+                    libc::_exit(127);
                 }
                 Ok(())
             });
@@ -192,45 +193,49 @@ async fn on_spawner_thread<T: Send + 'static>(
     submit(Box::new(move || {
         let _ = reply.send(job());
     }))?;
-    answer.await.map_err(|_| spawner_gone())
+    answer
+        .await
+        .map_err(|_| io::Error::other("starting the plugin failed on the spawner thread"))
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Queues `job` for the spawner thread, starting the thread on first use.
+/// Queues `job` for the spawner thread, starting the thread when it is not running.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn submit(job: Job) -> io::Result<()> {
-    use std::sync::OnceLock;
-    use std::sync::mpsc;
-    static SPAWNER: OnceLock<io::Result<mpsc::Sender<Job>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("plinth-spawner".to_owned())
-            .spawn(move || {
-                // No signal handler may run while a child borrows this thread's memory.
-                // SAFETY: sigfillset initializes `all`; pthread_sigmask only reads it.
-                unsafe {
-                    let mut all = std::mem::zeroed::<libc::sigset_t>();
-                    libc::sigfillset(&mut all);
-                    libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-                }
-                for job in queue {
-                    job();
-                }
-            })?;
-        Ok(jobs)
-    });
-    let jobs = spawner
-        .as_ref()
-        .map_err(|error| io::Error::new(error.kind(), error.to_string()))?;
-    jobs.send(job).map_err(|_| spawner_gone())
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn spawner_gone() -> io::Error {
-    io::Error::other("the plugin spawner thread is not running")
+    use std::sync::{Mutex, PoisonError, mpsc};
+    static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+    let mut spawner = SPAWNER.lock().unwrap_or_else(PoisonError::into_inner);
+    let job = match spawner.as_ref() {
+        Some(jobs) => match jobs.send(job) {
+            Ok(()) => return Ok(()),
+            // The thread is gone: start another.
+            Err(mpsc::SendError(job)) => job,
+        },
+        None => job,
+    };
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("plinth-spawner".to_owned())
+        .spawn(move || {
+            // No signal handler may run while a child borrows this thread's memory.
+            // SAFETY: sigfillset initializes `all`; pthread_sigmask only reads it.
+            unsafe {
+                let mut all = std::mem::zeroed::<libc::sigset_t>();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+            }
+            for job in queue {
+                // A job that panics (its caller hears of it: its reply is dropped) must not
+                // take the thread, and with it every later start, down.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        })?;
+    jobs.send(job)
+        .map_err(|_| io::Error::other("the plugin spawner thread stopped as it started"))?;
+    *spawner = Some(jobs);
+    Ok(())
 }
 
 /// `value` as a C string, or an error naming what held a NUL byte.
@@ -244,8 +249,17 @@ fn c_string(what: &str, value: &OsStr) -> io::Result<CString> {
     })
 }
 
-/// The paths to try for `program`: itself when it names a path, else each directory of `PATH`
-/// (the child's, or the host's when the child has none) joined with it, as `execvp` does.
+/// The environment with one value per name, the last given (as `Command::envs` keeps it):
+/// a program reading its environment would find the first.
+#[cfg(target_os = "linux")]
+fn dedup_env(env: &[(OsString, OsString)]) -> std::collections::BTreeMap<&OsStr, &OsStr> {
+    env.iter()
+        .map(|(key, value)| (key.as_os_str(), value.as_os_str()))
+        .collect()
+}
+
+/// The paths to try for `program`: itself when it names a path, else each directory of the
+/// child's `PATH` (`/bin:/usr/bin` without one) joined with it, as `execvp` does.
 #[cfg(target_os = "linux")]
 fn candidates(program: &Path, env: &[(OsString, OsString)]) -> io::Result<Vec<CString>> {
     if program.as_os_str().is_empty() {
@@ -259,10 +273,10 @@ fn candidates(program: &Path, env: &[(OsString, OsString)]) -> io::Result<Vec<CS
     }
     let search = env
         .iter()
+        .rev()
         .find(|(key, _)| key == "PATH")
         .map(|(_, value)| value.clone())
-        .or_else(|| std::env::var_os("PATH"))
-        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        .unwrap_or_else(|| OsString::from("/bin:/usr/bin"));
     std::env::split_paths(&search)
         .map(|dir| {
             let dir = if dir.as_os_str().is_empty() {
@@ -290,7 +304,9 @@ mod linux {
     use tokio::io::unix::AsyncFd;
     use tokio::net::unix::pipe;
 
-    use super::{Child, Command, Inner, Started, c_string, candidates, on_spawner_thread};
+    use super::{
+        Child, Command, Inner, Started, c_string, candidates, dedup_env, on_spawner_thread,
+    };
 
     /// Whether children are created with `clone` and a pidfd (cleared when the kernel refuses).
     pub(super) static PIDFD_SPAWN: AtomicBool = AtomicBool::new(true);
@@ -357,7 +373,9 @@ mod linux {
     impl Drop for PidfdChild {
         fn drop(&mut self) {
             if self.status.is_none() {
-                kill_and_reap(self.pid, self.pidfd.get_ref().as_raw_fd());
+                let _ = send_kill(self.pidfd.get_ref().as_raw_fd());
+                // The reaper needs a pidfd of its own: this one leaves with the AsyncFd.
+                reap_later(self.pid, self.pidfd.get_ref().try_clone().ok());
             }
         }
     }
@@ -371,23 +389,77 @@ mod linux {
 
     impl Drop for Created {
         fn drop(&mut self) {
-            if let Some(pidfd) = &self.pidfd {
-                kill_and_reap(self.pid, pidfd.as_raw_fd());
+            if let Some(pidfd) = self.pidfd.take() {
+                let _ = send_kill(pidfd.as_raw_fd());
+                reap_later(self.pid, Some(pidfd));
             }
         }
     }
 
-    /// Kills the child and has the spawner thread reap it (killed, it exits at once; still, a
-    /// blocking wait does not belong on the caller's thread).
-    fn kill_and_reap(pid: libc::pid_t, pidfd: RawFd) {
-        let _ = send_kill(pidfd);
-        let _ = super::submit(Box::new(move || {
-            let mut status = 0;
-            // SAFETY: waitpid writes into a local; the pid is ours and this is its last use.
-            while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
-        }));
+    /// A killed child for the reaper, with its pidfd when there is one to poll.
+    type Reap = (libc::pid_t, Option<OwnedFd>);
+
+    /// Hands a killed child to the reaper thread, which waits for its exit without holding up
+    /// anything else (a killed process can take a while to go: a large address space to tear
+    /// down, a hung network file system call).
+    fn reap_later(pid: libc::pid_t, pidfd: Option<OwnedFd>) {
+        use std::sync::{Mutex, PoisonError, mpsc};
+        static REAPER: Mutex<Option<mpsc::Sender<Reap>>> = Mutex::new(None);
+        let mut reaper = REAPER.lock().unwrap_or_else(PoisonError::into_inner);
+        let child = match reaper.as_ref() {
+            Some(queue) => match queue.send((pid, pidfd)) {
+                Ok(()) => return,
+                Err(mpsc::SendError(child)) => child,
+            },
+            None => (pid, pidfd),
+        };
+        let (queue, children) = mpsc::channel::<Reap>();
+        let started = std::thread::Builder::new()
+            .name("plinth-reaper".to_owned())
+            .spawn(move || reap(children));
+        if let Err(error) = started {
+            tracing::warn!(pid, %error, "no thread to reap a killed plugin; it stays a zombie");
+            return;
+        }
+        if queue.send(child).is_ok() {
+            *reaper = Some(queue);
+        }
+    }
+
+    /// The reaper thread: reaps each child once it has exited, polling the pidfds of those
+    /// still running (and every 100 ms regardless, for pidfds a kernel before 5.3 cannot poll).
+    fn reap(children: std::sync::mpsc::Receiver<Reap>) {
+        let mut pending: Vec<Reap> = Vec::new();
+        loop {
+            if pending.is_empty() {
+                match children.recv() {
+                    Ok(child) => pending.push(child),
+                    Err(_) => return,
+                }
+            }
+            pending.extend(children.try_iter());
+            pending.retain(|(pid, _)| {
+                let mut status = 0;
+                // SAFETY: waitpid writes into a local; the pid is ours and not yet reaped.
+                match unsafe { libc::waitpid(*pid, &mut status, libc::WNOHANG) } {
+                    0 => true,
+                    -1 => io::Error::last_os_error().kind() == io::ErrorKind::Interrupted,
+                    _ => false,
+                }
+            });
+            if !pending.is_empty() {
+                let mut polled: Vec<libc::pollfd> = pending
+                    .iter()
+                    .map(|(_, pidfd)| libc::pollfd {
+                        fd: pidfd.as_ref().map_or(-1, |pidfd| pidfd.as_raw_fd()),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                // SAFETY: `polled` is a valid array of its length.
+                unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 100) };
+            }
+        }
     }
 
     fn send_kill(pidfd: RawFd) -> io::Result<()> {
@@ -456,6 +528,10 @@ mod linux {
             Err(failed) => {
                 let (pidfd, error) = failed.into_parts();
                 created.pidfd = Some(pidfd);
+                // Linux 5.2 has pidfds that cannot be polled yet: fork instead.
+                if error.raw_os_error() == Some(libc::EPERM) {
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, error));
+                }
                 return Err(error);
             }
         };
@@ -484,11 +560,10 @@ mod linux {
             .iter()
             .map(|arg| c_string("argument", arg))
             .collect::<io::Result<Vec<_>>>()?;
-        let env = command
-            .env
-            .iter()
+        let env = dedup_env(command.env)
+            .into_iter()
             .map(|(key, value)| {
-                let mut pair = key.clone();
+                let mut pair = key.to_owned();
                 pair.push("=");
                 pair.push(value);
                 c_string("environment", &pair)
@@ -570,21 +645,39 @@ mod linux {
             }
             return Err(error);
         }
-        // SAFETY: the kernel opened this pidfd for us.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        // SAFETY: the kernel opened this pidfd for us (if it knows CLONE_PIDFD).
+        let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
         let exec_error = plan.exec_error.load(Ordering::Acquire);
         if exec_error != 0 {
-            let mut status = 0;
-            // SAFETY: the child has already exited (_exit after the failed exec); reap it.
-            while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
+            // The child has already exited (_exit after the failed exec).
+            wait_blocking(pid);
             return Err(io::Error::from_raw_os_error(exec_error));
         }
+        let Some(pidfd) = pidfd else {
+            // Kernels before 5.2 ignore the flag (the bit of the long-gone CLONE_PID): the
+            // child runs, but there is no pidfd to own it by. Stop it and fork instead. The pid
+            // is not reaped yet, so it cannot name another process.
+            // SAFETY: kill and waitpid on our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_blocking(pid);
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "clone gave no pidfd (a kernel before 5.2?)",
+            ));
+        };
         Ok(Created {
             pid,
             pidfd: Some(pidfd),
         })
+    }
+
+    /// Waits for `pid` (ours, exited or killed) and reaps it.
+    fn wait_blocking(pid: libc::pid_t) {
+        let mut status = 0;
+        // SAFETY: waitpid writes into a local; the pid is ours and not yet reaped.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
     }
 
     /// An mmap'd stack with a guard page below it.
@@ -595,8 +688,12 @@ mod linux {
 
     impl Stack {
         fn new() -> io::Result<Stack> {
-            let guard = 4096;
-            let len = STACK_SIZE + guard;
+            // SAFETY: sysconf has no preconditions.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+                .unwrap_or(4096)
+                .max(4096);
+            let guard = page;
+            let len = STACK_SIZE.div_ceil(page) * page + guard;
             // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
             let base = unsafe {
                 libc::mmap(
@@ -684,7 +781,11 @@ mod linux {
                 libc::execve(path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
                 match *libc::__errno_location() {
                     libc::EACCES => denied = true,
-                    libc::ENOENT | libc::ENOTDIR => {}
+                    libc::ENOENT
+                    | libc::ENOTDIR
+                    | libc::ESTALE
+                    | libc::ENODEV
+                    | libc::ETIMEDOUT => {}
                     _ => return fail(plan),
                 }
             }
@@ -832,6 +933,48 @@ mod tests {
                     "forked {forked}: descriptor {fd} leaked into the child: {out}"
                 );
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_fails_alone_and_the_spawner_goes_on() {
+        let error = on_spawner_thread(|| -> u32 { panic!("a job gone wrong") })
+            .await
+            .expect_err("the panic is reported");
+        assert!(error.to_string().contains("spawner thread"), "{error}");
+        assert_eq!(on_spawner_thread(|| 7).await.expect("the next job runs"), 7);
+        let (_, _, status) = run("exit 0", false).await;
+        assert!(status.success());
+    }
+
+    #[tokio::test]
+    async fn a_name_given_twice_takes_its_last_value_both_ways() {
+        let args = ["-c".into(), "echo $PLINTH_TWICE".into()];
+        let env = vec![
+            ("PLINTH_TWICE".into(), "first".into()),
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("PLINTH_TWICE".into(), "last".into()),
+        ];
+        for forked in [false, true] {
+            let mut started = start(
+                Command {
+                    program: Path::new("/bin/sh"),
+                    args: &args,
+                    env: &env,
+                    inherit_stdin: false,
+                },
+                forked,
+            )
+            .await
+            .expect("starts");
+            let mut out = String::new();
+            started
+                .stdout
+                .read_to_string(&mut out)
+                .await
+                .expect("stdout");
+            started.child.wait().await.expect("wait");
+            assert_eq!(out, "last\n", "forked {forked}");
         }
     }
 
