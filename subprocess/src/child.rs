@@ -863,14 +863,23 @@ mod tests {
     }
 
     async fn run(script: &str, forked: bool) -> (String, String, ExitStatus) {
+        run_with(script, &env(), false, forked).await
+    }
+
+    /// Runs `sh -c script` to its end: its stdout, stderr and exit status.
+    async fn run_with(
+        script: &str,
+        env: &[(OsString, OsString)],
+        inherit_stdin: bool,
+        forked: bool,
+    ) -> (String, String, ExitStatus) {
         let args = ["-c".into(), script.into()];
-        let env = env();
         let mut started = start(
             Command {
                 program: Path::new("/bin/sh"),
                 args: &args,
-                env: &env,
-                inherit_stdin: false,
+                env,
+                inherit_stdin,
             },
             forked,
         )
@@ -949,62 +958,31 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_given_twice_takes_its_last_value_both_ways() {
-        let args = ["-c".into(), "echo $PLINTH_TWICE".into()];
         let env = vec![
             ("PLINTH_TWICE".into(), "first".into()),
             ("PATH".into(), "/usr/bin:/bin".into()),
             ("PLINTH_TWICE".into(), "last".into()),
         ];
         for forked in [false, true] {
-            let mut started = start(
-                Command {
-                    program: Path::new("/bin/sh"),
-                    args: &args,
-                    env: &env,
-                    inherit_stdin: false,
-                },
-                forked,
-            )
-            .await
-            .expect("starts");
-            let mut out = String::new();
-            started
-                .stdout
-                .read_to_string(&mut out)
-                .await
-                .expect("stdout");
-            started.child.wait().await.expect("wait");
+            let (out, _, _) = run_with("echo $PLINTH_TWICE", &env, false, forked).await;
             assert_eq!(out, "last\n", "forked {forked}");
         }
     }
 
     #[tokio::test]
     async fn stdin_is_dev_null_or_the_hosts() {
-        let args = ["-c".into(), "readlink /proc/self/fd/0".into()];
-        let env = env();
-        for inherit_stdin in [false, true] {
-            let mut started = spawn(Command {
-                program: Path::new("/bin/sh"),
-                args: &args,
-                env: &env,
-                inherit_stdin,
-            })
-            .await
-            .expect("starts");
-            let mut out = String::new();
-            started
-                .stdout
-                .read_to_string(&mut out)
-                .await
-                .expect("stdout");
-            started.child.wait().await.expect("wait");
-            let ours = std::fs::read_link("/proc/self/fd/0").expect("our stdin");
-            let expected = if inherit_stdin {
-                ours.display().to_string()
-            } else {
-                "/dev/null".to_owned()
-            };
-            assert_eq!(out.trim(), expected);
+        let ours = std::fs::read_link("/proc/self/fd/0").expect("our stdin");
+        for forked in [false, true] {
+            for inherit_stdin in [false, true] {
+                let script = "readlink /proc/self/fd/0";
+                let (out, _, _) = run_with(script, &env(), inherit_stdin, forked).await;
+                let expected = if inherit_stdin {
+                    ours.display().to_string()
+                } else {
+                    "/dev/null".to_owned()
+                };
+                assert_eq!(out.trim(), expected, "forked {forked}");
+            }
         }
     }
 

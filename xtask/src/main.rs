@@ -609,8 +609,16 @@ fn cargo_bin() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
+/// The workspace's root: the parent of xtask's manifest directory.
+///
+/// `cargo run` says where the manifest is at run time: two clones sharing one target directory
+/// share the one `target/debug/xtask` binary too, which would otherwise act on the clone that
+/// built it last.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from("."))
