@@ -89,7 +89,11 @@ pub(crate) struct Process {
 impl Process {
     /// Starts the process with stdout and stderr piped; returns it and its stdout.
     pub(crate) async fn spawn(spec: Spawn) -> Result<(Process, pipe::Receiver)> {
-        let started = child::spawn(child::Command {
+        let Started {
+            child,
+            stdout,
+            stderr,
+        } = child::spawn(child::Command {
             program: &spec.path,
             args: &spec.args,
             env: &spec.env,
@@ -101,11 +105,6 @@ impl Process {
             path: spec.path.clone(),
             source,
         })?;
-        let Started {
-            child,
-            stdout,
-            stderr,
-        } = started;
         let pid = child.id();
         let (kill, kill_requests) = mpsc::unbounded_channel();
         let (exit_sender, exit) = watch::channel(None);
