@@ -21,6 +21,7 @@ pub mod stdio;
 pub mod transport;
 
 mod child;
+mod coalesce;
 mod connection;
 mod controller;
 mod error;
