@@ -16,11 +16,12 @@
 //! - Heavy host (not criterion): ten starts again while the host holds 512 MiB resident, since
 //!   the cost of creating a process can grow with the creator's memory.
 //!
-//! The peer is `tests/go/bin/go-host bench`, go-plugin v1.8.0's own client on the same binary
-//! (64 goroutines for throughput). Since single figures on a small shared machine move by tens
-//! of percent, the ratios do not come from criterion's runs: after them, three rounds of our
-//! own plain measurements (20 000 sequential calls per flavour, ten starts, the 64-caller
-//! run) alternate with three runs of the Go host, and the medians are compared. They are
+//! The peer is `tests/go/bin/go-host` (`bench`, and `throughput` with 64 goroutines),
+//! go-plugin v1.8.0's own client on the same binary. Since single figures on a small shared
+//! machine move by tens of percent, the ratios do not come from criterion's runs: after them,
+//! three rounds of our own plain measurements (20 000 sequential calls per flavour, ten
+//! starts) alternate with three runs of the Go host, then five 64-caller runs of about 64 000
+//! calls each alternate with five of the Go host's, and the medians are compared. They are
 //! printed after criterion's and written to `criterion/plinth-subprocess.json` in the target
 //! directory for `cargo xtask bench`'s table. Run with `cargo xtask bench`.
 
@@ -148,12 +149,16 @@ fn startup(runtime: &Runtime) -> f64 {
     runtime.block_on(time_starts(STARTS)).as_nanos() as f64 / STARTS as f64
 }
 
-/// Calls per second with 64 tasks sharing one client.
+/// Calls in each 64-caller measurement (about two seconds), as the Go host is asked for.
+const THROUGHPUT_CALLS: usize = 64_000;
+
+/// Calls per second with 64 tasks sharing one client, making about [`THROUGHPUT_CALLS`] calls
+/// in all (as many per task as the Go host's goroutines make).
 fn throughput(runtime: &Runtime) -> Throughput {
     runtime.block_on(async {
         let (client, kv) = kv_client(false).await;
         const CALLERS: usize = 64;
-        const PER_CALLER: usize = 400;
+        const PER_CALLER: usize = THROUGHPUT_CALLS / CALLERS + 1;
         let plugin = client
             .reattach_config()
             .expect("a launched plugin can be reattached")
@@ -205,35 +210,44 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// The Go host's figures on the same binary.
+/// The Go host's sequential figures on the same binary.
 struct GoFigures {
     rtt_ns: f64,
     startup_ns: f64,
-    throughput: Throughput,
 }
 
-/// The Go host's figures on the same binary.
-fn go_peer() -> Option<GoFigures> {
+/// Runs `go-host MODE kv-plugin CALLS` and reads the JSON it prints.
+fn go_host(mode: &str, calls: usize) -> Option<serde_json::Value> {
     let host = go_plugin("go-host");
     let output = Command::new(&host)
-        .args(["bench"])
+        .arg(mode)
         .arg(go_plugin("kv-plugin"))
-        .arg(CALLS.to_string())
+        .arg(calls.to_string())
         .output()
         .map_err(|e| eprintln!("cannot run {}: {e}", host.display()))
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let figures: serde_json::Value = serde_json::from_str(text.trim())
-        .map_err(|e| eprintln!("go-host printed {text:?}: {e}"))
-        .ok()?;
+    serde_json::from_str(text.trim())
+        .map_err(|e| eprintln!("go-host {mode} printed {text:?}: {e}"))
+        .ok()
+}
+
+/// The Go host's round trip and start-up on the same binary.
+fn go_peer() -> Option<GoFigures> {
+    let figures = go_host("bench", CALLS as usize)?;
     Some(GoFigures {
         rtt_ns: figures["rtt_ns"].as_f64()?,
         startup_ns: figures["startup_ns"].as_f64()?,
-        throughput: Throughput {
-            calls_per_s: figures["calls_per_s_64"].as_f64()?,
-            host_cpu_ns: figures["host_cpu_ns_64"].as_f64()?,
-            plugin_cpu_ns: figures["plugin_cpu_ns_64"].as_f64()?,
-        },
+    })
+}
+
+/// The Go host's 64-goroutine figures on the same binary.
+fn go_throughput() -> Option<Throughput> {
+    let figures = go_host("throughput", THROUGHPUT_CALLS)?;
+    Some(Throughput {
+        calls_per_s: figures["calls_per_s_64"].as_f64()?,
+        host_cpu_ns: figures["host_cpu_ns_64"].as_f64()?,
+        plugin_cpu_ns: figures["plugin_cpu_ns_64"].as_f64()?,
     })
 }
 
@@ -284,10 +298,23 @@ fn main() {
             rtt_task: sequential_rtt(&multi_thread, Caller::Task),
             rtt_block_on: sequential_rtt(&multi_thread, Caller::BlockOn),
             startup: startup(&runtime),
-            throughput: throughput(&multi_thread),
         });
         match go_peer() {
             Some(figures) => go.push(figures),
+            None => {
+                eprintln!("the Go peer could not be measured; build it with `cargo xtask go`");
+                return;
+            }
+        }
+    }
+    // Calls per second move most with the moment on a shared machine: more and longer rounds.
+    const THROUGHPUT_ROUNDS: usize = 5;
+    let mut ours_64 = Vec::new();
+    let mut go_64 = Vec::new();
+    for _ in 0..THROUGHPUT_ROUNDS {
+        ours_64.push(throughput(&multi_thread));
+        match go_throughput() {
+            Some(figures) => go_64.push(figures),
             None => {
                 eprintln!("the Go peer could not be measured; build it with `cargo xtask go`");
                 return;
@@ -309,6 +336,8 @@ fn main() {
     );
     let our = |field: fn(&Round) -> f64| median(rounds.iter().map(field).collect());
     let their = |field: fn(&GoFigures) -> f64| median(go.iter().map(field).collect());
+    let our_64 = |field: fn(&Throughput) -> f64| median(ours_64.iter().map(field).collect());
+    let their_64 = |field: fn(&Throughput) -> f64| median(go_64.iter().map(field).collect());
     let go_rtt = their(|g| g.rtt_ns);
     let figures = [
         ("rtt, current_thread", our(|r| r.rtt_current_thread), go_rtt),
@@ -321,16 +350,19 @@ fn main() {
         ("startup", our(|r| r.startup), their(|g| g.startup_ns)),
         (
             "host cpu/call, 64 callers",
-            our(|r| r.throughput.host_cpu_ns),
-            their(|g| g.throughput.host_cpu_ns),
+            our_64(|t| t.host_cpu_ns),
+            their_64(|t| t.host_cpu_ns),
         ),
         (
             "plugin cpu/call, 64 callers",
-            our(|r| r.throughput.plugin_cpu_ns),
-            their(|g| g.throughput.plugin_cpu_ns),
+            our_64(|t| t.plugin_cpu_ns),
+            their_64(|t| t.plugin_cpu_ns),
         ),
     ];
-    println!("\nsubprocess figures: medians of {ROUNDS} rounds alternating with the Go host's");
+    println!(
+        "\nsubprocess figures: medians of {ROUNDS} rounds ({THROUGHPUT_ROUNDS} for 64 callers) \
+         alternating with the Go host's"
+    );
     println!(
         "{:<28} {:>12} {:>12} {:>8}",
         "figure", "plinth", "go-host", "ratio"
@@ -346,8 +378,8 @@ fn main() {
             );
         }
     }
-    let calls_per_s = our(|r| r.throughput.calls_per_s);
-    let go_calls_per_s = their(|g| g.throughput.calls_per_s);
+    let calls_per_s = our_64(|t| t.calls_per_s);
+    let go_calls_per_s = their_64(|t| t.calls_per_s);
     if let (Some(ours), Some(go)) = (calls_per_s, go_calls_per_s) {
         println!(
             "{:<28} {:>10.0}/s {:>10.0}/s {:>7.2}x",
@@ -364,13 +396,13 @@ fn main() {
         "startup_ns": our(|r| r.startup),
         "startup_heavy_host_ns": heavy_startup,
         "calls_per_s_64": calls_per_s,
-        "host_cpu_ns_64": our(|r| r.throughput.host_cpu_ns),
-        "plugin_cpu_ns_64": our(|r| r.throughput.plugin_cpu_ns),
+        "host_cpu_ns_64": our_64(|t| t.host_cpu_ns),
+        "plugin_cpu_ns_64": our_64(|t| t.plugin_cpu_ns),
         "go_rtt_ns": go_rtt,
         "go_startup_ns": their(|g| g.startup_ns),
         "go_calls_per_s_64": go_calls_per_s,
-        "go_host_cpu_ns_64": their(|g| g.throughput.host_cpu_ns),
-        "go_plugin_cpu_ns_64": their(|g| g.throughput.plugin_cpu_ns),
+        "go_host_cpu_ns_64": their_64(|t| t.host_cpu_ns),
+        "go_plugin_cpu_ns_64": their_64(|t| t.plugin_cpu_ns),
     });
     let dir = plinth_interop::criterion_dir();
     let outcome = std::fs::create_dir_all(&dir)
@@ -389,5 +421,4 @@ struct Round {
     rtt_task: f64,
     rtt_block_on: f64,
     startup: f64,
-    throughput: Throughput,
 }

@@ -366,10 +366,10 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
          them), except against raw wasmtime (`bindgen!` calls, `InstancePre`): Plinth's call and \
          the raw one alternate for nine rounds of plain timed loops and the medians are \
          compared. The subprocess \
-         figures are medians of three rounds of plain measurements \
-         (20 000 sequential calls, ten starts, a 64-caller run) alternating with three runs of \
-         the Go host, so that both meet the machine in the same moods; CPU per call is each \
-         process's user and system time (`/proc`, 10 ms ticks) over the 64-caller run, divided \
+         figures are medians of plain measurements alternating with the Go host's, so that \
+         both meet the machine in the same moods: three rounds of 20 000 sequential calls and \
+         ten starts, then five 64-caller runs of about 64 000 calls; CPU per call is each \
+         process's user and system time (`/proc`, 10 ms ticks) over a 64-caller run, divided \
          by the calls.\n\n\
          | figure | Plinth | peer | peer | ratio | goal | met |\n|---|---|---|---|---|---|---|\n",
     );

@@ -2,10 +2,12 @@
 // measured against, and a check that the fixtures work with a real Go host.
 //
 //	go-host check DIR          loads kv-plugin, counter-plugin and multi-version from DIR
-//	go-host bench PLUGIN N     prints JSON: mean kv.get round trip over N calls, calls per
-//	                           second with 64 goroutines calling (and the CPU time the host
-//	                           and the plugin spent per call meanwhile), and mean
-//	                           spawn-to-first-answer over 10 starts; times in nanoseconds
+//	go-host bench PLUGIN N     prints JSON: mean kv.get round trip over N calls and mean
+//	                           spawn-to-first-answer over 10 starts, in nanoseconds
+//	go-host throughput PLUGIN N
+//	                           prints JSON: calls per second with 64 goroutines making about
+//	                           N calls in all, and the CPU time the host and the plugin spent
+//	                           per call meanwhile (nanoseconds)
 //	go-host serve-kv PLUGIN MTLS VERSIONS
 //	go-host serve-counter PLUGIN MTLS
 //	                           load a non-Go plugin and print what the host saw (serve.go)
@@ -113,27 +115,6 @@ func bench(path string, calls int) {
 	}
 	rtt := time.Since(began).Nanoseconds() / int64(calls)
 
-	// Throughput: 64 goroutines share the client, as many callers of one plugin would.
-	const callers = 64
-	perCaller := calls/callers + 1
-	var wg sync.WaitGroup
-	pid := client.ReattachConfig().Pid
-	hostCPU, pluginCPU := selfCPU(), processCPU(pid)
-	began = time.Now()
-	for c := 0; c < callers; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < perCaller; i++ {
-				_, err := kv.Get("key16")
-				must(err)
-			}
-		}()
-	}
-	wg.Wait()
-	throughput := float64(callers*perCaller) / time.Since(began).Seconds()
-	hostCPU = (selfCPU() - hostCPU) / time.Duration(callers*perCaller)
-	pluginCPU = (processCPU(pid) - pluginCPU) / time.Duration(callers*perCaller)
 	client.Kill()
 
 	const starts = 10
@@ -149,11 +130,43 @@ func bench(path string, calls int) {
 		client.Kill()
 	}
 	out, _ := json.Marshal(map[string]int64{
-		"rtt_ns":         rtt,
-		"startup_ns":     startup.Nanoseconds() / starts,
-		"calls_per_s_64": int64(throughput),
-		"host_cpu_ns_64": hostCPU.Nanoseconds(),
-		"plugin_cpu_ns_64": pluginCPU.Nanoseconds(),
+		"rtt_ns":     rtt,
+		"startup_ns": startup.Nanoseconds() / starts,
+	})
+	fmt.Println(string(out))
+}
+
+// throughput starts the plugin, has 64 goroutines share the client (as many callers of one
+// plugin would) for about `calls` gets in all, and prints as JSON the calls per second and
+// the CPU time the host and the plugin spent per call meanwhile.
+func throughput(path string, calls int) {
+	client, rpc := start(path, kvSet(), false)
+	defer client.Kill()
+	kv := dispense(rpc, "kv").(shared.KV)
+	must(kv.Put("key16", make([]byte, 16)))
+	const callers = 64
+	perCaller := calls/callers + 1
+	var wg sync.WaitGroup
+	pid := client.ReattachConfig().Pid
+	hostCPU, pluginCPU := selfCPU(), processCPU(pid)
+	began := time.Now()
+	for c := 0; c < callers; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perCaller; i++ {
+				_, err := kv.Get("key16")
+				must(err)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(began)
+	total := time.Duration(callers * perCaller)
+	out, _ := json.Marshal(map[string]int64{
+		"calls_per_s_64":   int64(float64(callers*perCaller) / elapsed.Seconds()),
+		"host_cpu_ns_64":   ((selfCPU() - hostCPU) / total).Nanoseconds(),
+		"plugin_cpu_ns_64": ((processCPU(pid) - pluginCPU) / total).Nanoseconds(),
 	})
 	fmt.Println(string(out))
 }
@@ -210,9 +223,15 @@ func main() {
 		bench(os.Args[2], calls)
 		return
 	}
+	if len(os.Args) >= 4 && os.Args[1] == "throughput" {
+		calls, err := strconv.Atoi(os.Args[3])
+		must(err)
+		throughput(os.Args[2], calls)
+		return
+	}
 	if serveMain(os.Args) {
 		return
 	}
-	fmt.Fprintln(os.Stderr, "usage: go-host check DIR | go-host bench PLUGIN CALLS | go-host serve-kv PLUGIN MTLS VERSIONS | go-host serve-counter PLUGIN MTLS")
+	fmt.Fprintln(os.Stderr, "usage: go-host check DIR | go-host bench PLUGIN CALLS | go-host throughput PLUGIN CALLS | go-host serve-kv PLUGIN MTLS VERSIONS | go-host serve-counter PLUGIN MTLS")
 	os.Exit(2)
 }
