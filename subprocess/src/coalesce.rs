@@ -1,48 +1,104 @@
-//! Write coalescing for a plugin connection: while other calls are about to send, a small
-//! batch of frames waits one turn of the scheduler before it goes to the socket.
+//! Write coalescing for a plugin connection: while callers woken by answers are yet to run,
+//! a small batch of frames waits one turn of the scheduler before it goes to the socket.
 //!
 //! The HTTP/2 connection task writes whenever it is polled with frames to send. When many
-//! callers share a connection, an answer that wakes them is followed by each sending its next
-//! request, and the connection task, woken by the first, would write that one request alone,
-//! then the next, and so on: one system call per request, and as many wake-ups of the plugin's
-//! reader. [`Coalesce`] holds a small batch back for one turn when more than one call is in
-//! flight, so that the callers already woken put their requests in first and the batch leaves
-//! in one write. A lone caller never waits: its request is written as soon as it is flushed.
+//! callers share a connection, a read that brings several answers wakes several callers, each
+//! of which sends its next request; the connection task, woken by the first, would write that
+//! one request alone, then the next, and so on (tokio runs a task woken by the running one
+//! next): one system call per request, and as many wake-ups of the plugin's reader.
+//! [`Coalesce`] holds a small batch back for one turn while other woken callers have not run
+//! yet, so that their requests join it and the batch leaves in one write. [`Woken`] counts
+//! those callers through the wakers of their answers. A lone caller never waits.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most bytes held back; a write that would go past it is sent through.
 const HELD_MAX: usize = 64 << 10;
 
-/// Counts the calls in flight on a connection, for [`Coalesce`] to judge whether holding a
-/// batch back can gather more.
+/// Counts the callers whose answers have woken them and that have not run since: they are
+/// about to send their next requests.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct Woken(Arc<AtomicUsize>);
 
-impl InFlight {
-    /// Counts one call until the returned guard is dropped.
-    pub(crate) fn enter(&self) -> Call {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Call(self.0.clone())
+impl Woken {
+    /// Wraps the future of a call's answer so that its wake-up is counted until the caller
+    /// polls it again (or drops it).
+    pub(crate) fn watch<F>(&self, answer: F) -> Watched<F> {
+        Watched {
+            answer,
+            watch: Arc::new(Watch {
+                counted: AtomicBool::new(false),
+                caller: AtomicWaker::new(),
+                woken: self.0.clone(),
+            }),
+        }
     }
 
-    fn others_waiting(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 1
+    /// Whether a held batch should wait: two or more callers are woken and yet to run. One is
+    /// not enough, since that one may be the only caller (whose request cannot come before
+    /// the batch leaves).
+    fn should_wait(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= 2
     }
 }
 
-/// One call counted by [`InFlight::enter`].
-pub(crate) struct Call(Arc<AtomicUsize>);
+/// A call's answer whose wake-up is counted in [`Woken`].
+pub(crate) struct Watched<F> {
+    answer: F,
+    watch: Arc<Watch>,
+}
 
-impl Drop for Call {
+/// The waker [`Watched`] gives the answer: it counts the wake-up once, then wakes the caller.
+struct Watch {
+    counted: AtomicBool,
+    caller: AtomicWaker,
+    woken: Arc<AtomicUsize>,
+}
+
+impl Watch {
+    fn uncount(&self) {
+        if self.counted.swap(false, Ordering::AcqRel) {
+            self.woken.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Wake for Watch {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.counted.swap(true, Ordering::AcqRel) {
+            self.woken.fetch_add(1, Ordering::Relaxed);
+        }
+        self.caller.wake();
+    }
+}
+
+impl<F: Future + Unpin> Future for Watched<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // The caller is running: it no longer counts as woken.
+        self.watch.uncount();
+        self.watch.caller.register(cx.waker());
+        let waker = Waker::from(self.watch.clone());
+        Pin::new(&mut self.answer).poll(&mut Context::from_waker(&waker))
+    }
+}
+
+impl<F> Drop for Watched<F> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.watch.uncount();
     }
 }
 
@@ -55,17 +111,17 @@ pub(crate) struct Coalesce<T> {
     sent: usize,
     /// Whether the batch in `held` has already waited its turn.
     waited: bool,
-    in_flight: InFlight,
+    woken: Woken,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Coalesce<T> {
-    pub(crate) fn new(io: T, in_flight: InFlight) -> Coalesce<T> {
+    pub(crate) fn new(io: T, woken: Woken) -> Coalesce<T> {
         Coalesce {
             io,
             held: Vec::new(),
             sent: 0,
             waited: false,
-            in_flight,
+            woken,
         }
     }
 
@@ -123,9 +179,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
                 return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
             }
         }
-        if this.held.capacity() == 0 {
-            this.held.reserve(HELD_MAX);
-        }
         for buf in bufs {
             this.held.extend_from_slice(buf);
         }
@@ -138,7 +191,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.pending() > 0 && !this.waited && this.in_flight.others_waiting() {
+        if this.pending() > 0 && !this.waited && this.woken.should_wait() {
             // One turn for the callers already woken to add their requests: waking this task
             // from its own poll puts it at the back of the scheduler's queue.
             this.waited = true;
@@ -159,8 +212,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
-    use std::task::Wake;
+
+    /// `n` answers woken and not yet polled again, as a read that brings `n` answers leaves
+    /// their callers.
+    fn woken_answers(woken: &Woken, n: usize) -> Vec<Watched<std::future::Pending<()>>> {
+        (0..n)
+            .map(|_| {
+                let answer = woken.watch(std::future::pending());
+                Waker::from(answer.watch.clone()).wake();
+                answer
+            })
+            .collect()
+    }
 
     /// A stream that records each write it is given, taking at most `per_write` bytes and
     /// answering every other write with `Pending` when `stutter` is set.
@@ -214,9 +277,9 @@ mod tests {
 
     /// A waker that remembers being woken.
     #[derive(Default)]
-    struct Woken(AtomicBool);
+    struct Flag(AtomicBool);
 
-    impl Wake for Woken {
+    impl Wake for Flag {
         fn wake(self: Arc<Self>) {
             self.0.store(true, Ordering::SeqCst);
         }
@@ -232,11 +295,12 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_call_is_written_whole_on_its_first_flush() {
-        let in_flight = InFlight::default();
-        let _call = in_flight.enter();
-        let mut coalesce = Coalesce::new(Recorder::default(), in_flight.clone());
-        let woken = Arc::new(Woken::default());
+    fn a_lone_caller_is_written_whole_on_its_first_flush() {
+        let woken = Woken::default();
+        // Its own answer woke it: one woken caller is not a reason to wait.
+        let _answer = woken_answers(&woken, 1);
+        let mut coalesce = Coalesce::new(Recorder::default(), woken.clone());
+        let woken = Arc::new(Flag::default());
         let waker = std::task::Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
         write(&mut coalesce, &mut cx, b"headers");
@@ -252,11 +316,11 @@ mod tests {
     }
 
     #[test]
-    fn with_other_calls_in_flight_a_batch_waits_one_turn_and_leaves_in_one_write() {
-        let in_flight = InFlight::default();
-        let (_first, _second) = (in_flight.enter(), in_flight.enter());
-        let mut coalesce = Coalesce::new(Recorder::default(), in_flight.clone());
-        let woken = Arc::new(Woken::default());
+    fn with_callers_woken_and_yet_to_run_a_batch_waits_one_turn_and_leaves_in_one_write() {
+        let woken = Woken::default();
+        let _answers = woken_answers(&woken, 2);
+        let mut coalesce = Coalesce::new(Recorder::default(), woken.clone());
+        let woken = Arc::new(Flag::default());
         let waker = std::task::Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
         write(&mut coalesce, &mut cx, b"one");
@@ -286,9 +350,9 @@ mod tests {
 
     #[test]
     fn a_large_write_goes_through_after_what_was_held_and_in_order() {
-        let in_flight = InFlight::default();
-        let (_first, _second) = (in_flight.enter(), in_flight.enter());
-        let mut coalesce = Coalesce::new(Recorder::default(), in_flight.clone());
+        let woken = Woken::default();
+        let _answers = woken_answers(&woken, 2);
+        let mut coalesce = Coalesce::new(Recorder::default(), woken.clone());
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         write(&mut coalesce, &mut cx, b"small");
@@ -307,13 +371,12 @@ mod tests {
 
     #[test]
     fn a_stream_taking_a_few_bytes_at_a_time_gets_all_of_them_in_order() {
-        let in_flight = InFlight::default();
         let recorder = Recorder {
             per_write: Some(3),
             stutter: true,
             ..Recorder::default()
         };
-        let mut coalesce = Coalesce::new(recorder, in_flight);
+        let mut coalesce = Coalesce::new(recorder, Woken::default());
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         write(&mut coalesce, &mut cx, b"abcdefgh");
@@ -337,7 +400,7 @@ mod tests {
             per_write: Some(0),
             ..Recorder::default()
         };
-        let mut coalesce = Coalesce::new(recorder, InFlight::default());
+        let mut coalesce = Coalesce::new(recorder, Woken::default());
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         write(&mut coalesce, &mut cx, b"bytes");
@@ -345,5 +408,36 @@ mod tests {
             Poll::Ready(Err(error)) => assert_eq!(error.kind(), io::ErrorKind::WriteZero),
             other => panic!("expected WriteZero, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_caller_counts_as_woken_once_and_until_it_polls_or_drops_its_answer() {
+        let woken = Woken::default();
+        let flag = Arc::new(Flag::default());
+        let caller = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&caller);
+        let (signal, receiver) = tokio::sync::oneshot::channel::<u8>();
+        let mut answer = woken.watch(receiver);
+        assert!(Pin::new(&mut answer).poll(&mut cx).is_pending());
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        signal.send(7).unwrap();
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "the caller's own waker is woken"
+        );
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        // A second wake-up before the caller runs is the same caller.
+        Waker::from(answer.watch.clone()).wake();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            Pin::new(&mut answer).poll(&mut cx),
+            Poll::Ready(Ok(7))
+        ));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+
+        let dropped = woken_answers(&woken, 3);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 3);
+        drop(dropped);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
     }
 }
