@@ -21,7 +21,6 @@ pub mod stdio;
 pub mod transport;
 
 mod child;
-mod coalesce;
 mod connection;
 mod controller;
 mod error;

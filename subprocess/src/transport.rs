@@ -22,7 +22,6 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::coalesce::{Coalesce, Woken};
 use crate::handshake::Address;
 
 /// The largest gRPC message either side accepts, as a Go host configures it (2³¹ − 1).
@@ -343,7 +342,6 @@ pub(crate) fn once(io: BoxIo, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer 
 #[derive(Clone)]
 pub struct PluginChannel {
     send: h2::client::SendRequest<Bytes>,
-    woken: Woken,
 }
 
 impl std::fmt::Debug for PluginChannel {
@@ -379,7 +377,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
         let sent = self
             .send
             .send_request(http::Request::from_parts(parts, ()), empty);
-        let woken = self.woken.clone();
         Box::pin(async move {
             let (response, stream) = sent?;
             let pump = if empty {
@@ -387,7 +384,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
             } else {
                 send_body(body, stream).await?
             };
-            let response = woken.watch(response).await?;
+            let response = response.await?;
             Ok(response.map(|recv| ResponseBody {
                 recv,
                 data_done: false,
@@ -588,8 +585,6 @@ impl http_body::Body for ResponseBody {
 /// or a failed TLS handshake is reported here.
 pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
     let io = dialer().await.map_err(|error| describe(&error))?;
-    let woken = Woken::default();
-    let io = Coalesce::new(io, woken.clone());
     let (send, connection) = h2::client::Builder::new()
         // Fixed windows large enough for big messages; adaptive windows would add BDP pings
         // to the round trips of small calls.
@@ -606,7 +601,7 @@ pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
             tracing::trace!(%error, "plugin connection ended");
         }
     });
-    Ok(PluginChannel { send, woken })
+    Ok(PluginChannel { send })
 }
 
 /// An error and its chain of sources, on one line.
@@ -997,83 +992,6 @@ mod tests {
         assert_eq!(next.unwrap(), "four");
         drop(response);
 
-        drop(channel);
-        serve.await.unwrap();
-    }
-
-    // One worker of the multi-threaded scheduler: a task woken by the running one runs next
-    // (tokio's LIFO slot), so without coalescing the connection task would write each request
-    // as soon as its caller made it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn callers_answered_together_send_their_next_requests_in_one_write() {
-        const CALLERS: usize = 8;
-        const ROUNDS: usize = 5;
-        let (channel, writes, mut server) = pair().await;
-        // Answers each round's requests together, once all of them are in, and notes how many
-        // writes the client had made when the first round was in: the callers of the first
-        // round start one by one, the later ones are woken together by their answers.
-        let written_by_first_round = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let first = written_by_first_round.clone();
-        let counted = writes.clone();
-        let serve = tokio::spawn(async move {
-            let mut round = Vec::new();
-            while let Some(Ok((request, respond))) = server.accept().await {
-                round.push((request.into_body(), respond));
-                if round.len() < CALLERS {
-                    continue;
-                }
-                let so_far = counted.load(std::sync::atomic::Ordering::SeqCst);
-                let _ = first.compare_exchange(
-                    0,
-                    so_far,
-                    std::sync::atomic::Ordering::SeqCst,
-                    std::sync::atomic::Ordering::SeqCst,
-                );
-                for (mut body, mut respond) in round.drain(..) {
-                    let got = read_all(&mut body).await.unwrap();
-                    let mut stream = respond
-                        .send_response(http::Response::new(()), false)
-                        .unwrap();
-                    stream.send_data(Bytes::from(got), true).unwrap();
-                }
-            }
-        });
-        let mut callers = tokio::task::JoinSet::new();
-        for n in 0..CALLERS as u8 {
-            let mut channel = channel.clone();
-            callers.spawn(async move {
-                use http_body::Body as _;
-                for _ in 0..ROUNDS {
-                    let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
-                    frames.send(Ok(Bytes::from(vec![n]))).unwrap();
-                    drop(frames);
-                    let response = call(&mut channel, tonic::body::Body::new(Frames(receiver)))
-                        .await
-                        .unwrap();
-                    let mut body = response.into_body();
-                    let mut data = Vec::new();
-                    while let Some(frame) =
-                        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-                    {
-                        if let Ok(chunk) = frame.unwrap().into_data() {
-                            data.extend_from_slice(&chunk);
-                        }
-                    }
-                    assert_eq!(data, [n]);
-                }
-            });
-        }
-        while let Some(done) = callers.join_next().await {
-            done.unwrap();
-        }
-        let written = writes.load(std::sync::atomic::Ordering::SeqCst)
-            - written_by_first_round.load(std::sync::atomic::Ordering::SeqCst);
-        // One write per request would be 32; a window update may add one now and then.
-        assert!(
-            written <= 2 * (ROUNDS - 1),
-            "{written} writes for {} rounds of {CALLERS} requests",
-            ROUNDS - 1
-        );
         drop(channel);
         serve.await.unwrap();
     }
