@@ -104,7 +104,7 @@ pub(crate) async fn spawn(command: Command<'_>) -> io::Result<Started> {
     #[cfg(target_os = "linux")]
     if linux::PIDFD_SPAWN.load(std::sync::atomic::Ordering::Relaxed) {
         match linux::spawn_vfork(&command).await {
-            Err(error) if error.kind() == io::ErrorKind::Unsupported => {
+            Err(error) if linux::NoPidfd::is(&error) => {
                 // No usable pidfd in this kernel (before 5.3): fork from now on.
                 tracing::debug!(%error, "clone with a pidfd refused; plugins are forked");
                 linux::PIDFD_SPAWN.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -310,6 +310,30 @@ mod linux {
 
     /// Whether children are created with `clone` and a pidfd (cleared when the kernel refuses).
     pub(super) static PIDFD_SPAWN: AtomicBool = AtomicBool::new(true);
+
+    /// Why this kernel cannot give a usable pidfd: the one error on which a start falls back
+    /// to `fork` (an exec error of the same kind must not switch every later start over).
+    #[derive(Debug)]
+    pub(super) struct NoPidfd(String);
+
+    impl NoPidfd {
+        fn error(reason: impl Into<String>) -> io::Error {
+            io::Error::new(io::ErrorKind::Unsupported, NoPidfd(reason.into()))
+        }
+
+        /// Whether `error` is one.
+        pub(super) fn is(error: &io::Error) -> bool {
+            error.get_ref().is_some_and(|inner| inner.is::<NoPidfd>())
+        }
+    }
+
+    impl std::fmt::Display for NoPidfd {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for NoPidfd {}
 
     /// The child's stack: it only makes a few system calls before exec.
     const STACK_SIZE: usize = 64 << 10;
@@ -530,7 +554,9 @@ mod linux {
                 created.pidfd = Some(pidfd);
                 // Linux 5.2 has pidfds that cannot be polled yet: fork instead.
                 if error.raw_os_error() == Some(libc::EPERM) {
-                    return Err(io::Error::new(io::ErrorKind::Unsupported, error));
+                    return Err(NoPidfd::error(format!(
+                        "the pidfd cannot be polled (a kernel before 5.3?): {error}"
+                    )));
                 }
                 return Err(error);
             }
@@ -638,10 +664,9 @@ mod linux {
         if pid == -1 {
             let error = io::Error::last_os_error();
             if error.raw_os_error() == Some(libc::EINVAL) {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("clone with CLONE_PIDFD refused (a kernel before 5.2?): {error}"),
-                ));
+                return Err(NoPidfd::error(format!(
+                    "clone with CLONE_PIDFD refused (a kernel before 5.2?): {error}"
+                )));
             }
             return Err(error);
         }
@@ -660,10 +685,7 @@ mod linux {
             // SAFETY: kill and waitpid on our own unreaped child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             wait_blocking(pid);
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "clone gave no pidfd (a kernel before 5.2?)",
-            ));
+            return Err(NoPidfd::error("clone gave no pidfd (a kernel before 5.2?)"));
         };
         Ok(Created {
             pid,
@@ -812,6 +834,16 @@ mod linux {
         use std::path::Path;
 
         use super::*;
+
+        #[test]
+        fn only_a_missing_pidfd_switches_starts_to_fork() {
+            let exec_error = io::Error::from_raw_os_error(libc::EOPNOTSUPP);
+            assert_eq!(exec_error.kind(), io::ErrorKind::Unsupported);
+            assert!(!NoPidfd::is(&exec_error));
+            let missing = NoPidfd::error("clone gave no pidfd");
+            assert!(NoPidfd::is(&missing));
+            assert_eq!(missing.to_string(), "clone gave no pidfd");
+        }
 
         #[tokio::test]
         async fn a_child_nobody_took_is_killed_and_reaped() {
