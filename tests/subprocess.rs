@@ -743,8 +743,12 @@ fn gone_or_zombie(pid: u32) -> bool {
 #[test]
 fn a_plugin_does_not_outlive_a_host_that_dies_without_cleaning_up() {
     use std::io::BufRead;
+    // The killed host cannot remove the plugin's socket directory: it goes in one the test
+    // owns, removed when the test ends.
+    let temp = tempfile::tempdir().unwrap();
     let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_dying-host"))
         .arg(go("kv-plugin"))
+        .env("TMPDIR", temp.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -761,6 +765,14 @@ fn a_plugin_does_not_outlive_a_host_that_dies_without_cleaning_up() {
     host.wait().unwrap();
     for _ in 0..200 {
         if gone_or_zombie(pid) {
+            let left: Vec<String> = std::fs::read_dir(temp.path())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                left.iter().any(|name| name.starts_with("plinth-plugin-")),
+                "the plugin's socket directory is not in TMPDIR: {left:?}"
+            );
             return;
         }
         std::thread::sleep(Duration::from_millis(25));
