@@ -246,6 +246,7 @@ async fn plinth_host_loads_the_rust_plugins_with_and_without_auto_mtls() {
         let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
         kv.put("hello", b"world").await.expect("put");
         assert_eq!(kv.get("hello").await.expect("get"), b"world");
+        plinth_interop::many_callers_spread_over_connections(&client, kv).await;
         client.ping().await.expect("ping");
         client.kill().await;
 

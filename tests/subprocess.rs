@@ -11,7 +11,7 @@ use plinth::{Client, ClientConfig, Error, PluginSet};
 use plinth_examples::counter::{AddHelper, Counter, CounterPlugin};
 use plinth_examples::kv::{Kv, KvPlugin};
 use plinth_examples::{go_plugin, handshake};
-use plinth_interop::{Capture, SharedBuffer, guest};
+use plinth_interop::{Capture, SharedBuffer, guest, many_callers_spread_over_connections};
 
 fn go(name: &str) -> std::path::PathBuf {
     let path = go_plugin(name);
@@ -100,6 +100,19 @@ async fn tcp_transport_with_and_without_tls() {
         );
         put_get(&*kv).await;
         client.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_callers_spread_over_more_connections_to_a_go_plugin() {
+    for mtls in [true, false] {
+        let (client, kv) = kv_of(command("kv-plugin").auto_mtls(mtls)).await;
+        many_callers_spread_over_connections(&client, kv.clone()).await;
+        // The plugin still serves sequential calls and shuts down as before.
+        put_get(&*kv).await;
+        let pid = client.reattach_config().expect("launched").pid;
+        client.kill().await;
+        assert!(process_gone(pid));
     }
 }
 

@@ -1022,7 +1022,13 @@ async fn connect(
                 None,
             )
         };
-        let channel = transport::channel(dialer).await.map_err(connect_error)?;
+        // Under load a channel opens more connections to the plugin's listener; a
+        // multiplexed session's streams stay on the one the handshake gave.
+        let channel = match mux {
+            Some(_) => transport::channel(dialer).await,
+            None => transport::growing_channel(dialer).await,
+        }
+        .map_err(connect_error)?;
         let (broker, run_broker) =
             Broker::start(name.clone(), channel.clone(), tls_client, tls_server, mux)?;
         tasks.spawn(run_broker);

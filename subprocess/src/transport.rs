@@ -9,8 +9,10 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -306,7 +308,7 @@ pub(crate) fn dialer(address: Address, tls: Option<Arc<rustls::ClientConfig>>) -
 /// A dialer that hands out `io` (TLS-wrapped when `tls` is given) once; later calls fail.
 /// For a brokered yamux stream, which is paired with its knock and cannot be re-dialed.
 pub(crate) fn once(io: BoxIo, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer {
-    let slot = Arc::new(std::sync::Mutex::new(Some(io)));
+    let slot = Arc::new(Mutex::new(Some(io)));
     Arc::new(move || {
         let io = slot
             .lock()
@@ -328,25 +330,208 @@ pub(crate) fn once(io: BoxIo, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer 
     })
 }
 
-/// A gRPC channel to a plugin: one HTTP/2 connection, driven by its own task, that generated
+/// A gRPC channel to a plugin: HTTP/2 connections, each driven by its own task, that generated
 /// tonic clients call directly (`KvClient::new(channel)`).
 ///
 /// Unlike tonic's `Channel` there is no request buffer and no reconnection in between: a call
-/// goes straight to the connection, and a plugin whose connection broke is gone anyway. Clones
-/// share the connection; it closes when the last clone and the last call are dropped.
+/// goes straight to a connection, and a plugin whose connection broke is gone anyway. Clones
+/// share the connections; they close when the last clone and the last call are dropped.
 ///
 /// Calls speak to the HTTP/2 streams themselves rather than through hyper's client: a unary
 /// request leaves as one write (headers, then the message with `END_STREAM`) and its answer
 /// wakes the caller directly, where hyper passes each request to its connection task through a
 /// channel and each answer back through a task it spawns per request.
-#[derive(Clone)]
+///
+/// The channel to a plugin's listener (not to a brokered or multiplexed stream) starts with
+/// one connection and opens more (up to the host's CPU count, at most [`MAX_CONNECTIONS`]) while every connection it has carries at
+/// least [`GROW_AT`] calls: a Go plugin reads and writes each connection on one goroutine,
+/// so one connection caps how many CPUs the plugin can spend on its callers. Each call goes
+/// to the connection with the fewest calls in flight. A connection is used only once the
+/// plugin has answered a ping on it; a plugin that refuses more connections keeps its first.
 pub struct PluginChannel {
-    send: h2::client::SendRequest<Bytes>,
+    pool: Arc<Pool>,
+    /// The connection `poll_ready` chose for the next call.
+    chosen: Option<Link>,
+}
+
+impl Clone for PluginChannel {
+    fn clone(&self) -> PluginChannel {
+        PluginChannel {
+            pool: self.pool.clone(),
+            chosen: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for PluginChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginChannel").finish_non_exhaustive()
+        f.debug_struct("PluginChannel")
+            .field("connections", &self.connections())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginChannel {
+    /// How many HTTP/2 connections the channel has open now.
+    pub fn connections(&self) -> usize {
+        1 + read(&self.pool.extra).len()
+    }
+}
+
+/// The most connections a channel opens to one plugin.
+pub const MAX_CONNECTIONS: usize = 4;
+
+/// Calls in flight on every connection of a channel at which it opens another.
+pub const GROW_AT: usize = 8;
+
+/// How long opening one more connection may take (dialing, TLS, and the plugin's answer to a
+/// ping) before the channel gives up on more and keeps those it has.
+const GROW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connections of a channel, and what it needs to open more.
+struct Pool {
+    first: Link,
+    /// Connections opened under load. One that fails is dropped from here; the first one's
+    /// failure is the plugin's.
+    extra: RwLock<Vec<Link>>,
+    /// Dials the plugin again, where more than one connection can be had.
+    dialer: Option<Dialer>,
+    limit: usize,
+    grow_timeout: Duration,
+    growth: Mutex<Growth>,
+}
+
+/// Whether a channel is opening a connection.
+enum Growth {
+    Idle,
+    /// The task opening it, ended with the channel.
+    Opening(tokio::task::JoinHandle<()>),
+    /// An attempt failed: the plugin keeps the connections it has.
+    Refused,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Growth::Opening(task) = &*lock(&self.growth) {
+            task.abort();
+        }
+    }
+}
+
+/// One HTTP/2 connection and the calls in flight on it.
+#[derive(Clone)]
+struct Link {
+    send: h2::client::SendRequest<Bytes>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Link {
+    fn new(send: h2::client::SendRequest<Bytes>) -> Link {
+        Link {
+            send,
+            in_flight: Arc::default(),
+        }
+    }
+
+    fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A call counted in flight on its connection until this is dropped (with its answer).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(link: &Link) -> InFlight {
+        link.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(link.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pool {
+    /// The connection with the fewest calls in flight; opens another when even that one is
+    /// busy.
+    fn choose(self: &Arc<Pool>) -> Link {
+        let extra = read(&self.extra);
+        let mut chosen = &self.first;
+        for link in extra.iter() {
+            if link.load() < chosen.load() {
+                chosen = link;
+            }
+        }
+        let grow = chosen.load() >= GROW_AT && 1 + extra.len() < self.limit;
+        let chosen = chosen.clone();
+        drop(extra);
+        if grow {
+            self.grow();
+        }
+        chosen
+    }
+
+    /// Drops `link` if it is one of the extra connections; false for the first one.
+    fn forget(&self, link: &Link) -> bool {
+        let mut extra = self
+            .extra
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = extra.len();
+        extra.retain(|kept| !Arc::ptr_eq(&kept.in_flight, &link.in_flight));
+        extra.len() < before
+    }
+
+    /// Opens one more connection in the background, unless one is being opened already or
+    /// the plugin refused one before.
+    fn grow(self: &Arc<Pool>) {
+        let Some(dialer) = self.dialer.clone() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut growth = lock(&self.growth);
+        if !matches!(*growth, Growth::Idle) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let timeout = self.grow_timeout;
+        *growth = Growth::Opening(runtime.spawn(async move {
+            let opened = tokio::time::timeout(timeout, open(dialer, true)).await;
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            let next = match opened {
+                Ok(Ok(send)) => {
+                    pool.extra
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(Link::new(send));
+                    Growth::Idle
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "the plugin refused another connection");
+                    Growth::Refused
+                }
+                Err(_) => {
+                    tracing::debug!("the plugin did not answer on another connection in time");
+                    Growth::Refused
+                }
+            };
+            *lock(&pool.growth) = next;
+        }));
     }
 }
 
@@ -360,7 +545,26 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
     type Future = BoxFuture<'static, Result<Self::Response, CallError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.send.poll_ready(cx).map_err(Into::into)
+        loop {
+            let link = match &mut self.chosen {
+                Some(link) => link,
+                None => self.chosen.insert(self.pool.choose()),
+            };
+            match link.send.poll_ready(cx) {
+                Poll::Ready(Err(error)) => {
+                    // An extra connection that broke is dropped and the call goes to
+                    // another; the first one breaking is the plugin's failure.
+                    if let Some(broken) = self.chosen.take()
+                        && self.pool.forget(&broken)
+                    {
+                        tracing::debug!(%error, "a connection to the plugin broke");
+                        continue;
+                    }
+                    return Poll::Ready(Err(error.into()));
+                }
+                ready => return ready.map_err(Into::into),
+            }
+        }
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
@@ -374,7 +578,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
             parts.uri = uri;
         }
         let empty = http_body::Body::is_end_stream(&body);
-        let sent = self
+        let mut link = match self.chosen.take() {
+            Some(link) => link,
+            None => self.pool.choose(),
+        };
+        let in_flight = InFlight::start(&link);
+        let sent = link
             .send
             .send_request(http::Request::from_parts(parts, ()), empty);
         Box::pin(async move {
@@ -390,6 +599,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
                 data_done: false,
                 done: false,
                 _pump: pump,
+                _in_flight: in_flight,
             }))
         })
     }
@@ -534,6 +744,8 @@ pub struct ResponseBody {
     done: bool,
     /// The request body still being sent, if any; dropping the answer stops it.
     _pump: Option<Pump>,
+    /// Counts the call on its connection while the answer is read.
+    _in_flight: InFlight,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -581,11 +793,48 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// Opens a connection from `dialer` and runs the HTTP/2 handshake on it; an unreachable plugin
-/// or a failed TLS handshake is reported here.
+/// A channel of one connection from `dialer`, which is dialed once (a brokered connection, or
+/// one stream of a multiplexed session). An unreachable plugin or a failed TLS handshake is
+/// reported here.
 pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
+    Ok(pooled(open(dialer, false).await?, None, 1, GROW_TIMEOUT))
+}
+
+/// A channel that starts with one connection from `dialer` and dials it again for more under
+/// load (see [`PluginChannel`]). Failures to open the first are reported here.
+pub(crate) async fn growing_channel(dialer: Dialer) -> Result<PluginChannel, String> {
+    let first = open(dialer.clone(), false).await?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let limit = cpus.clamp(1, MAX_CONNECTIONS);
+    Ok(pooled(first, Some(dialer), limit, GROW_TIMEOUT))
+}
+
+/// A channel on `first` that may open up to `limit` connections in all from `dialer`, each
+/// within `grow_timeout`.
+fn pooled(
+    first: h2::client::SendRequest<Bytes>,
+    dialer: Option<Dialer>,
+    limit: usize,
+    grow_timeout: Duration,
+) -> PluginChannel {
+    PluginChannel {
+        pool: Arc::new(Pool {
+            first: Link::new(first),
+            extra: RwLock::default(),
+            dialer,
+            limit,
+            grow_timeout,
+            growth: Mutex::new(Growth::Idle),
+        }),
+        chosen: None,
+    }
+}
+
+/// Dials a connection and runs the HTTP/2 handshake on it; with `answered`, also waits until
+/// the plugin answers a ping on it, which shows that it serves the connection.
+async fn open(dialer: Dialer, answered: bool) -> Result<h2::client::SendRequest<Bytes>, String> {
     let io = dialer().await.map_err(|error| describe(&error))?;
-    let (send, connection) = h2::client::Builder::new()
+    let (send, mut connection) = h2::client::Builder::new()
         // Fixed windows large enough for big messages; adaptive windows would add BDP pings
         // to the round trips of small calls.
         .initial_window_size(4 << 20)
@@ -594,6 +843,11 @@ pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|error| describe(&error))?;
+    let ping = if answered {
+        connection.ping_pong()
+    } else {
+        None
+    };
     // The task ends when the connection closes, which it does once every clone of the
     // channel and every call on it is dropped (or the plugin goes).
     tokio::spawn(async move {
@@ -601,7 +855,12 @@ pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
             tracing::trace!(%error, "plugin connection ended");
         }
     });
-    Ok(PluginChannel { send })
+    if let Some(mut ping) = ping {
+        ping.ping(h2::Ping::opaque())
+            .await
+            .map_err(|error| describe(&error))?;
+    }
+    Ok(send)
 }
 
 /// An error and its chain of sources, on one line.
@@ -767,7 +1026,7 @@ mod tests {
     /// Counts the writes that reach the socket.
     struct Counted {
         io: tokio::io::DuplexStream,
-        writes: Arc<std::sync::atomic::AtomicUsize>,
+        writes: Arc<AtomicUsize>,
     }
 
     impl AsyncRead for Counted {
@@ -787,8 +1046,7 @@ mod tests {
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
             let written = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, buf));
-            self.writes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.writes.fetch_add(1, Ordering::SeqCst);
             Poll::Ready(written)
         }
 
@@ -804,16 +1062,16 @@ mod tests {
     /// A channel over an in-memory pipe whose client writes are counted, and the server end.
     async fn pair() -> (
         PluginChannel,
-        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<AtomicUsize>,
         h2::server::Connection<tokio::io::DuplexStream, Bytes>,
     ) {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writes = Arc::new(AtomicUsize::new(0));
         let counted = Counted {
             io: client,
             writes: writes.clone(),
         };
-        let slot = Arc::new(std::sync::Mutex::new(Some(Box::new(counted) as BoxIo)));
+        let slot = Arc::new(Mutex::new(Some(Box::new(counted) as BoxIo)));
         let dialer: Dialer = Arc::new(move || {
             let io = slot.lock().unwrap().take();
             Box::pin(async move { io.ok_or_else(|| io::Error::other("dialed twice")) })
@@ -867,14 +1125,14 @@ mod tests {
         });
         for round in 0..3 {
             // The first round also carries the settings acknowledgement.
-            let before = writes.load(std::sync::atomic::Ordering::SeqCst);
+            let before = writes.load(Ordering::SeqCst);
             let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
             frames.send(Ok(Bytes::from_static(b"hello"))).unwrap();
             drop(frames);
             let response = call(&mut channel, tonic::body::Body::new(Frames(receiver)))
                 .await
                 .unwrap();
-            let after = writes.load(std::sync::atomic::Ordering::SeqCst);
+            let after = writes.load(Ordering::SeqCst);
             if round > 0 {
                 assert_eq!(after - before, 1, "headers and message in one write");
             }
@@ -996,10 +1254,215 @@ mod tests {
         serve.await.unwrap();
     }
 
+    /// Dials the test serves: each makes an in-memory pipe, counts itself, and hands the server
+    /// end to the test, or fails once `refuse_from` dials were made.
+    fn test_dialer(
+        refuse_from: usize,
+    ) -> (
+        Dialer,
+        tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+        Arc<AtomicUsize>,
+    ) {
+        let (ends, accepted) = tokio::sync::mpsc::unbounded_channel();
+        let dials = Arc::new(AtomicUsize::new(0));
+        let counted = dials.clone();
+        let dialer: Dialer = Arc::new(move || {
+            let made = counted.fetch_add(1, Ordering::SeqCst);
+            let ends = ends.clone();
+            Box::pin(async move {
+                if made >= refuse_from {
+                    return Err(io::Error::from(io::ErrorKind::ConnectionRefused));
+                }
+                let (client, server) = tokio::io::duplex(1 << 20);
+                ends.send(server)
+                    .map_err(|_| io::Error::other("the test is gone"))?;
+                Ok(Box::new(client) as BoxIo)
+            })
+        });
+        (dialer, accepted, dials)
+    }
+
+    /// Answers every request on `io` with its own body and a grpc-status, reporting `index` on
+    /// `seen` for each.
+    async fn echo_server(
+        io: tokio::io::DuplexStream,
+        index: usize,
+        seen: tokio::sync::mpsc::UnboundedSender<usize>,
+    ) {
+        let mut server = h2::server::handshake(io).await.unwrap();
+        while let Some(Ok((request, mut respond))) = server.accept().await {
+            let _ = seen.send(index);
+            let mut body = request.into_body();
+            let Ok(got) = read_all(&mut body).await else {
+                continue;
+            };
+            let mut stream = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
+            let _ = stream.send_data(Bytes::from(got), false);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let _ = stream.send_trailers(trailers);
+        }
+    }
+
+    /// A request body of one message.
+    fn message(text: &'static str) -> tonic::body::Body {
+        let (frames, receiver) = tokio::sync::mpsc::unbounded_channel();
+        frames
+            .send(Ok(Bytes::from_static(text.as_bytes())))
+            .unwrap();
+        tonic::body::Body::new(Frames(receiver))
+    }
+
+    /// Waits (up to ten seconds) until `done` holds.
+    async fn eventually(mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the condition never held");
+    }
+
+    #[tokio::test]
+    async fn a_busy_channel_opens_another_connection_and_calls_go_to_the_less_busy_one() {
+        let (dialer, mut accepted, dials) = test_dialer(usize::MAX);
+        let (seen, mut seen_by_test) = tokio::sync::mpsc::unbounded_channel();
+        let servers = tokio::spawn(async move {
+            let mut servers = tokio::task::JoinSet::new();
+            let mut index = 0;
+            while let Some(io) = accepted.recv().await {
+                servers.spawn(echo_server(io, index, seen.clone()));
+                index += 1;
+            }
+            servers.join_all().await;
+        });
+        let first = open(dialer.clone(), false).await.unwrap();
+        let mut channel = pooled(first, Some(dialer), 2, GROW_TIMEOUT);
+
+        // Answers still being read keep their calls in flight. Below the threshold the
+        // channel keeps one connection.
+        let mut open_answers = Vec::new();
+        for _ in 0..GROW_AT {
+            open_answers.push(call(&mut channel, message("busy")).await.unwrap());
+            assert_eq!(seen_by_test.recv().await, Some(0));
+        }
+        assert_eq!(channel.connections(), 1);
+        assert_eq!(dials.load(Ordering::SeqCst), 1);
+
+        // The next call finds the connection busy: it still goes there, and another one
+        // opens once the server answers a ping on it.
+        open_answers.push(call(&mut channel, message("busy")).await.unwrap());
+        assert_eq!(seen_by_test.recv().await, Some(0));
+        eventually(|| channel.connections() == 2).await;
+        let answer = call(&mut channel, message("less busy")).await.unwrap();
+        assert_eq!(seen_by_test.recv().await, Some(1), "the idle connection");
+        drop(answer);
+
+        // Both busy, at the limit: nothing more is dialed, and calls still go through.
+        for _ in 0..2 * GROW_AT {
+            open_answers.push(call(&mut channel, message("busy")).await.unwrap());
+            seen_by_test.recv().await.unwrap();
+        }
+        assert!(channel.pool.first.load() >= GROW_AT);
+        assert!(read(&channel.pool.extra)[0].load() >= GROW_AT);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(dials.load(Ordering::SeqCst), 2);
+        assert_eq!(channel.connections(), 2);
+
+        // A call ends when its answer is dropped.
+        drop(open_answers);
+        assert_eq!(channel.pool.first.load(), 0);
+        assert_eq!(read(&channel.pool.extra)[0].load(), 0);
+        drop(channel);
+        servers.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_plugin_that_refuses_or_ignores_another_connection_keeps_its_first() {
+        // Refused outright, and accepted but never served (no answer to the ping): either way
+        // the channel stays on its first connection and does not try again.
+        for refuse_from in [1, usize::MAX] {
+            let (dialer, mut accepted, dials) = test_dialer(refuse_from);
+            let (seen, mut seen_by_test) = tokio::sync::mpsc::unbounded_channel();
+            let servers = tokio::spawn(async move {
+                let mut ignored = Vec::new();
+                let first = accepted.recv().await.unwrap();
+                let serving = tokio::spawn(echo_server(first, 0, seen));
+                while let Some(io) = accepted.recv().await {
+                    ignored.push(io);
+                }
+                serving.await.unwrap();
+            });
+            let first = open(dialer.clone(), false).await.unwrap();
+            let timeout = Duration::from_millis(100);
+            let mut channel = pooled(first, Some(dialer), 2, timeout);
+            let mut open_answers = Vec::new();
+            for _ in 0..3 * GROW_AT {
+                open_answers.push(call(&mut channel, message("busy")).await.unwrap());
+                assert_eq!(seen_by_test.recv().await, Some(0));
+            }
+            eventually(|| matches!(*lock(&channel.pool.growth), Growth::Refused)).await;
+            for _ in 0..GROW_AT {
+                open_answers.push(call(&mut channel, message("busy")).await.unwrap());
+                assert_eq!(seen_by_test.recv().await, Some(0));
+            }
+            assert_eq!(channel.connections(), 1);
+            assert_eq!(dials.load(Ordering::SeqCst), 2);
+            drop(open_answers);
+            drop(channel);
+            servers.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_extra_connection_is_dropped_and_calls_go_to_the_others() {
+        let (dialer, mut accepted, _) = test_dialer(usize::MAX);
+        let (seen, mut seen_by_test) = tokio::sync::mpsc::unbounded_channel();
+        let (break_second, broken) = tokio::sync::oneshot::channel::<()>();
+        let servers = tokio::spawn(async move {
+            let first = accepted.recv().await.unwrap();
+            let serving = tokio::spawn(echo_server(first, 0, seen.clone()));
+            let second = accepted.recv().await.unwrap();
+            let second = tokio::spawn(echo_server(second, 1, seen));
+            let _ = broken.await;
+            // Its server and its end of the pipe go: the client sees the connection close.
+            second.abort();
+            serving.await.unwrap();
+        });
+        let first = open(dialer.clone(), false).await.unwrap();
+        let mut channel = pooled(first, Some(dialer), 2, GROW_TIMEOUT);
+        let mut open_answers = Vec::new();
+        for _ in 0..=GROW_AT {
+            open_answers.push(call(&mut channel, message("busy")).await.unwrap());
+            assert_eq!(seen_by_test.recv().await, Some(0));
+        }
+        eventually(|| channel.connections() == 2).await;
+        break_second.send(()).unwrap();
+        // Once the client has seen the close, no call goes there.
+        let mut second = read(&channel.pool.extra)[0].send.clone();
+        eventually(|| {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            matches!(second.poll_ready(&mut cx), Poll::Ready(Err(_)))
+        })
+        .await;
+        for _ in 0..4 {
+            let answer = call(&mut channel, message("after")).await.unwrap();
+            assert_eq!(seen_by_test.recv().await, Some(0));
+            drop(answer);
+        }
+        assert_eq!(channel.connections(), 1);
+        drop(open_answers);
+        drop(channel);
+        servers.await.unwrap();
+    }
+
     #[tokio::test]
     async fn calls_beyond_the_servers_stream_limit_wait_for_a_stream() {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let slot = Arc::new(std::sync::Mutex::new(Some(Box::new(client) as BoxIo)));
+        let slot = Arc::new(Mutex::new(Some(Box::new(client) as BoxIo)));
         let dialer: Dialer = Arc::new(move || {
             let io = slot.lock().unwrap().take();
             Box::pin(async move { io.ok_or_else(|| io::Error::other("dialed twice")) })

@@ -130,3 +130,56 @@ pub fn criterion_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target.join("criterion")
 }
+
+/// Has 64 tasks share `kv` (a gRPC plugin's) until the client's channel opens a second
+/// connection, checking every answer, then runs one more round over the grown channel. On a
+/// host with one CPU the channel must keep its one connection instead. Returns how many
+/// connections it ended with.
+pub async fn many_callers_spread_over_connections(
+    client: &plinth::Client,
+    kv: Arc<dyn plinth_examples::kv::Kv>,
+) -> usize {
+    use plinth::subprocess::transport::MAX_CONNECTIONS;
+    let channel = client
+        .connection()
+        .expect("a subprocess plugin")
+        .channel()
+        .expect("a gRPC plugin");
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    kv.put("shared", b"by all callers").await.expect("put");
+    let wanted = cpus.clamp(1, 2);
+    let mut rounds = 0;
+    let mut grown_rounds = 0;
+    while grown_rounds < 2 {
+        assert!(
+            rounds < 100,
+            "the channel kept {} connection(s) under 64 callers",
+            channel.connections()
+        );
+        rounds += 1;
+        if channel.connections() >= wanted {
+            grown_rounds += 1;
+        }
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let kv = kv.clone();
+            callers.spawn(async move {
+                for _ in 0..20 {
+                    assert_eq!(kv.get("shared").await.expect("get"), b"by all callers");
+                }
+            });
+        }
+        while let Some(done) = callers.join_next().await {
+            done.expect("a caller");
+        }
+    }
+    let connections = channel.connections();
+    assert!(
+        connections <= cpus.clamp(1, MAX_CONNECTIONS),
+        "{connections}"
+    );
+    if cpus == 1 {
+        assert_eq!(connections, 1);
+    }
+    connections
+}
