@@ -343,11 +343,12 @@ pub(crate) fn once(io: BoxIo, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer 
 /// channel and each answer back through a task it spawns per request.
 ///
 /// The channel to a plugin's listener (not to a brokered or multiplexed stream) starts with
-/// one connection and opens more (up to the host's CPU count, at most [`MAX_CONNECTIONS`]) while every connection it has carries at
-/// least [`GROW_AT`] calls: a Go plugin reads and writes each connection on one goroutine,
-/// so one connection caps how many CPUs the plugin can spend on its callers. Each call goes
-/// to the connection with the fewest calls in flight. A connection is used only once the
-/// plugin has answered a ping on it; a plugin that refuses more connections keeps its first.
+/// one connection and opens more, up to the host's CPU count and at most [`MAX_CONNECTIONS`],
+/// while every connection it has carries at least [`GROW_AT`] calls: a Go plugin reads and
+/// writes each connection on one goroutine, so one connection caps how many CPUs the plugin
+/// can spend on its callers. Each call goes to the connection with the fewest calls in
+/// flight. A connection is used only once the plugin has answered a ping on it; a plugin that
+/// refuses more connections keeps its first.
 pub struct PluginChannel {
     pool: Arc<Pool>,
     /// The connection `poll_ready` chose for the next call.
