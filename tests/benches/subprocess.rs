@@ -19,8 +19,8 @@
 //! The peer is `tests/go/bin/go-host` (`bench`, and `throughput` with 64 goroutines),
 //! go-plugin v1.8.0's own client on the same binary. Since single figures on a small shared
 //! machine move by tens of percent, the ratios do not come from criterion's runs: after them,
-//! three rounds of our own plain measurements (20 000 sequential calls per flavour, ten
-//! starts) alternate with three runs of the Go host, then five 64-caller runs of about 64 000
+//! five rounds of our own plain measurements (20 000 sequential calls per flavour, ten
+//! starts) alternate with five runs of the Go host, then five 64-caller runs of about 64 000
 //! calls each alternate with five of the Go host's, and the medians are compared. They are
 //! printed after criterion's and written to `criterion/plinth-subprocess.json` in the target
 //! directory for `cargo xtask bench`'s table. Run with `cargo xtask bench`.
@@ -289,7 +289,7 @@ fn main() {
 
     // Ours and the Go host's, alternately, so that both see the machine in the same moods;
     // the medians are compared. Criterion's figures above are the detail.
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 5;
     let mut rounds = Vec::new();
     let mut go = Vec::new();
     for _ in 0..ROUNDS {
