@@ -3,12 +3,14 @@
 //! The tests themselves live beside this crate (`wasm.rs`) and drive the real example guests
 //! from `guest-examples/` through the public `plinth` API.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 /// The built example guest `name`, building the guests first if needed.
@@ -40,23 +42,31 @@ impl Captured {
     }
 }
 
-/// A `tracing` layer that records every event.
+/// Records the `tracing` events of the thread it is installed on.
 #[derive(Clone, Default)]
 pub struct Capture(Arc<Mutex<Vec<Captured>>>);
 
-impl Capture {
-    /// A subscriber that records into this capture; [`Capture::install`] installs it.
-    pub fn subscriber(&self) -> impl Subscriber + Send + Sync + 'static {
-        tracing_subscriber::registry().with(self.clone())
-    }
+thread_local! {
+    /// The captures installed on this thread, the innermost last.
+    static INSTALLED: RefCell<Vec<Capture>> = const { RefCell::new(Vec::new()) };
+}
 
-    /// Makes this capture the current thread's subscriber until the guard drops. Other tests
-    /// of the binary hit the same callsites on other threads without one, so their cached
-    /// interest is recomputed, or events here could be skipped.
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let guard = tracing::subscriber::set_default(self.subscriber());
-        tracing::callsite::rebuild_interest_cache();
-        guard
+impl Capture {
+    /// Makes this capture record the events of the current thread until the guard drops.
+    ///
+    /// Events reach it through one process-wide subscriber that asks, at each event, whether
+    /// the thread has a capture. A subscriber per thread (`set_default`) would depend on
+    /// tracing's per-callsite interest cache, which another test's thread can fill with
+    /// "never" for a callsite in the moment this one is installed, so that its events are
+    /// skipped.
+    pub fn install(&self) -> CaptureGuard {
+        static ROUTER: std::sync::Once = std::sync::Once::new();
+        ROUTER.call_once(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Router))
+                .expect("Capture needs the process-wide tracing subscriber for itself");
+        });
+        INSTALLED.with(|installed| installed.borrow_mut().push(self.clone()));
+        CaptureGuard(std::marker::PhantomData)
     }
 
     /// The events recorded so far with the given target.
@@ -68,10 +78,8 @@ impl Capture {
             .cloned()
             .collect()
     }
-}
 
-impl<S: Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+    fn record(&self, event: &Event<'_>) {
         struct Fields(Vec<(String, String)>);
         impl Visit for Fields {
             fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -94,6 +102,37 @@ impl<S: Subscriber> Layer<S> for Capture {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(captured);
+    }
+}
+
+/// Ends a [`Capture::install`] when dropped, on the thread that installed it.
+pub struct CaptureGuard(std::marker::PhantomData<*const ()>);
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        INSTALLED.with(|installed| installed.borrow_mut().pop());
+    }
+}
+
+/// The process-wide subscriber's layer: hands each event to the capture installed on the
+/// thread it happens on. Every callsite stays "sometimes" interesting, so the question is
+/// asked per event.
+struct Router;
+
+impl<S: Subscriber> Layer<S> for Router {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, _: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        INSTALLED.with(|installed| !installed.borrow().is_empty())
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let capture = INSTALLED.with(|installed| installed.borrow().last().cloned());
+        if let Some(capture) = capture {
+            capture.record(event);
+        }
     }
 }
 
