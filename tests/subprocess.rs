@@ -245,8 +245,19 @@ async fn hclog_and_plain_stderr_become_tracing_events_and_stdio_is_synced() {
     let (client, kv) = kv_of(config).await;
     assert_eq!(kv.get("k").await.unwrap(), b"noisy:k");
     // Output and logs travel on their own streams; give them a moment to arrive.
+    let messages = [
+        "debug line",
+        "info line",
+        "warn line",
+        "error line",
+        "plain text line",
+    ];
     for _ in 0..100 {
-        if stdout.text().contains("to stdout") && capture.events("plinth::plugin").len() >= 6 {
+        let events = capture.events("plinth::plugin");
+        let logged = messages
+            .iter()
+            .all(|&wanted| events.iter().any(|e| e.field("message") == Some(wanted)));
+        if logged && stdout.text().contains("to stdout") && stderr.text().contains("to stderr") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
