@@ -397,7 +397,8 @@ struct Pool {
     extra: RwLock<Vec<Link>>,
     /// Dials the plugin again, where more than one connection can be had.
     dialer: Option<Dialer>,
-    limit: usize,
+    /// The most connections in all; `None` for [`connection_limit`].
+    limit: Option<usize>,
     grow_timeout: Duration,
     growth: Mutex<Growth>,
 }
@@ -474,7 +475,9 @@ impl Pool {
                 chosen = link;
             }
         }
-        let grow = chosen.load() >= GROW_AT && 1 + extra.len() < self.limit;
+        let grow = chosen.load() >= GROW_AT
+            && self.dialer.is_some()
+            && 1 + extra.len() < self.limit.unwrap_or_else(connection_limit);
         let chosen = chosen.clone();
         drop(extra);
         if grow {
@@ -798,24 +801,38 @@ impl http_body::Body for ResponseBody {
 /// one stream of a multiplexed session). An unreachable plugin or a failed TLS handshake is
 /// reported here.
 pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
-    Ok(pooled(open(dialer, false).await?, None, 1, GROW_TIMEOUT))
+    Ok(pooled(
+        open(dialer, false).await?,
+        None,
+        Some(1),
+        GROW_TIMEOUT,
+    ))
 }
 
 /// A channel that starts with one connection from `dialer` and dials it again for more under
 /// load (see [`PluginChannel`]). Failures to open the first are reported here.
 pub(crate) async fn growing_channel(dialer: Dialer) -> Result<PluginChannel, String> {
     let first = open(dialer.clone(), false).await?;
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let limit = cpus.clamp(1, MAX_CONNECTIONS);
-    Ok(pooled(first, Some(dialer), limit, GROW_TIMEOUT))
+    Ok(pooled(first, Some(dialer), None, GROW_TIMEOUT))
 }
 
-/// A channel on `first` that may open up to `limit` connections in all from `dialer`, each
-/// within `grow_timeout`.
+/// How many connections a growing channel may have: the host's CPU count, at most
+/// [`MAX_CONNECTIONS`]. Worked out once, on the first channel that grows: asking the system
+/// reads several cgroup files, too slow for every plugin's start.
+fn connection_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        cpus.clamp(1, MAX_CONNECTIONS)
+    })
+}
+
+/// A channel on `first` that may open up to `limit` connections in all (by default
+/// [`connection_limit`]) from `dialer`, each within `grow_timeout`.
 fn pooled(
     first: h2::client::SendRequest<Bytes>,
     dialer: Option<Dialer>,
-    limit: usize,
+    limit: Option<usize>,
     grow_timeout: Duration,
 ) -> PluginChannel {
     PluginChannel {
@@ -1341,7 +1358,7 @@ mod tests {
             servers.join_all().await;
         });
         let first = open(dialer.clone(), false).await.unwrap();
-        let mut channel = pooled(first, Some(dialer), 2, GROW_TIMEOUT);
+        let mut channel = pooled(first, Some(dialer), Some(2), GROW_TIMEOUT);
 
         // Answers still being read keep their calls in flight. Below the threshold the
         // channel keeps one connection.
@@ -1399,7 +1416,7 @@ mod tests {
             });
             let first = open(dialer.clone(), false).await.unwrap();
             let timeout = Duration::from_millis(100);
-            let mut channel = pooled(first, Some(dialer), 2, timeout);
+            let mut channel = pooled(first, Some(dialer), Some(2), timeout);
             let mut open_answers = Vec::new();
             for _ in 0..3 * GROW_AT {
                 open_answers.push(call(&mut channel, message("busy")).await.unwrap());
@@ -1434,7 +1451,7 @@ mod tests {
             serving.await.unwrap();
         });
         let first = open(dialer.clone(), false).await.unwrap();
-        let mut channel = pooled(first, Some(dialer), 2, GROW_TIMEOUT);
+        let mut channel = pooled(first, Some(dialer), Some(2), GROW_TIMEOUT);
         let mut open_answers = Vec::new();
         for _ in 0..=GROW_AT {
             open_answers.push(call(&mut channel, message("busy")).await.unwrap());
