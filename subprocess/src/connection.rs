@@ -1024,9 +1024,10 @@ async fn connect(
         };
         // Under load a channel opens more connections to the plugin's listener; a
         // multiplexed session's streams stay on the one the handshake gave.
-        let channel = match mux {
-            Some(_) => transport::channel(dialer).await,
-            None => transport::growing_channel(dialer).await,
+        let channel = if mux.is_some() {
+            transport::channel(dialer).await
+        } else {
+            transport::growing_channel(dialer).await
         }
         .map_err(connect_error)?;
         let (broker, run_broker) =

@@ -10,7 +10,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -397,7 +397,8 @@ struct Pool {
     extra: RwLock<Vec<Link>>,
     /// Dials the plugin again, where more than one connection can be had.
     dialer: Option<Dialer>,
-    /// The most connections in all; `None` for [`connection_limit`].
+    /// The most connections in all (1 for a channel without a dialer); `None` for
+    /// [`connection_limit`].
     limit: Option<usize>,
     grow_timeout: Duration,
     growth: Mutex<Growth>,
@@ -460,6 +461,11 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -476,7 +482,6 @@ impl Pool {
             }
         }
         let grow = chosen.load() >= GROW_AT
-            && self.dialer.is_some()
             && 1 + extra.len() < self.limit.unwrap_or_else(connection_limit);
         let chosen = chosen.clone();
         drop(extra);
@@ -488,10 +493,7 @@ impl Pool {
 
     /// Drops `link` if it is one of the extra connections; false for the first one.
     fn forget(&self, link: &Link) -> bool {
-        let mut extra = self
-            .extra
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut extra = write(&self.extra);
         let before = extra.len();
         extra.retain(|kept| !Arc::ptr_eq(&kept.in_flight, &link.in_flight));
         extra.len() < before
@@ -519,10 +521,7 @@ impl Pool {
             };
             let next = match opened {
                 Ok(Ok(send)) => {
-                    pool.extra
-                        .write()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .push(Link::new(send));
+                    write(&pool.extra).push(Link::new(send));
                     Growth::Idle
                 }
                 Ok(Err(error)) => {

@@ -252,6 +252,11 @@ fn go_throughput() -> Option<Throughput> {
 }
 
 /// The median of `values` (the upper one of an even count); `None` when there are none.
+/// Says why the comparison with the Go host stops here.
+fn no_go_peer() {
+    eprintln!("the Go peer could not be measured; build it with `cargo xtask go`");
+}
+
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied()
@@ -299,13 +304,10 @@ fn main() {
             rtt_block_on: sequential_rtt(&multi_thread, Caller::BlockOn),
             startup: startup(&runtime),
         });
-        match go_peer() {
-            Some(figures) => go.push(figures),
-            None => {
-                eprintln!("the Go peer could not be measured; build it with `cargo xtask go`");
-                return;
-            }
-        }
+        let Some(figures) = go_peer() else {
+            return no_go_peer();
+        };
+        go.push(figures);
     }
     // Calls per second move most with the moment on a shared machine: more and longer rounds.
     const THROUGHPUT_ROUNDS: usize = 5;
@@ -313,13 +315,10 @@ fn main() {
     let mut go_64 = Vec::new();
     for _ in 0..THROUGHPUT_ROUNDS {
         ours_64.push(throughput(&multi_thread));
-        match go_throughput() {
-            Some(figures) => go_64.push(figures),
-            None => {
-                eprintln!("the Go peer could not be measured; build it with `cargo xtask go`");
-                return;
-            }
-        }
+        let Some(figures) = go_throughput() else {
+            return no_go_peer();
+        };
+        go_64.push(figures);
     }
     // Starting a plugin must not cost more in a host with much memory resident (as `fork`
     // would: it copies the page tables).
