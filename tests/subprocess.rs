@@ -803,3 +803,35 @@ fn a_plugin_does_not_outlive_a_host_that_dies_without_cleaning_up() {
     }
     panic!("plugin {pid} outlived its host");
 }
+
+#[tokio::test]
+async fn start_failures_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-plugin");
+    let not_executable = dir.path().join("not-executable");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    for path in [missing, not_executable] {
+        let error = Client::start(ClientConfig::command(&path).handshake(handshake()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Subprocess(WireError::Spawn { .. })),
+            "{error:?}"
+        );
+        let chain = plinth_interop::cause_chain(&error);
+        assert_eq!(
+            chain.len(),
+            2,
+            "the system's error is the source: {chain:?}"
+        );
+        plinth_interop::assert_each_cause_said_once(&error);
+    }
+    let error = Client::start(
+        ClientConfig::command(go("kv-plugin"))
+            .handshake(handshake())
+            .checksum(plinth::Checksum::of(b"other bytes")),
+    )
+    .await
+    .unwrap_err();
+    plinth_interop::assert_each_cause_said_once(&error);
+}
