@@ -19,6 +19,7 @@ pub mod pool;
 pub mod sandbox;
 pub mod state;
 pub mod stdio;
+mod symlinks;
 
 pub use cache::CacheOutcome;
 pub use dynamic::{Dynamic, Function, TypeName};
