@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The plugin file could not be read.
-    #[error("cannot read plugin file {}: {source}", path.display())]
+    #[error("cannot read plugin file {}", path.display())]
     Read {
         /// The file that was asked for.
         path: PathBuf,
@@ -141,6 +141,41 @@ pub enum Error {
         requested: usize,
         /// The configured limit, in bytes.
         limit: usize,
+    },
+
+    /// The values the guest handed over in one call (a host import's arguments, an export's
+    /// results) need more host memory than [`Limits::max_host_copy`](crate::wasm::Limits)
+    /// allows. The instance was discarded.
+    #[error(
+        "plugin {plugin} handed over more data in one call than the host copies: the limit is {limit} bytes (Limits::max_host_copy)"
+    )]
+    TooMuchData {
+        /// The plugin's name.
+        plugin: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+
+    /// A guest resource was used after the instance that holds it was discarded (a trap, a
+    /// deadline, the memory limit), so the resource is gone.
+    #[error(
+        "plugin {plugin}: the {resource} resource is gone with the instance that held it (that instance failed and was discarded)"
+    )]
+    StaleResource {
+        /// The plugin's name.
+        plugin: String,
+        /// The resource (its type, as the adapter names it).
+        resource: String,
+    },
+
+    /// One call was given guest resources that live in different instances, which no single
+    /// instance can serve.
+    #[error("plugin {plugin}: the {resource} resource lives in another instance than this call")]
+    ForeignResource {
+        /// The plugin's name.
+        plugin: String,
+        /// The resource that does not belong.
+        resource: String,
     },
 
     /// The guest answered normally, with an error value of its interface.
@@ -271,6 +306,9 @@ impl Error {
             | Error::Trap { plugin, .. }
             | Error::Timeout { plugin, .. }
             | Error::OutOfMemory { plugin, .. }
+            | Error::TooMuchData { plugin, .. }
+            | Error::StaleResource { plugin, .. }
+            | Error::ForeignResource { plugin, .. }
             | Error::Plugin { plugin, .. }
             | Error::UnknownFunction { plugin, .. }
             | Error::AmbiguousFunction { plugin, .. }
