@@ -345,8 +345,12 @@ async fn a_plugin_started_from_a_thread_that_ends_keeps_running() {
 fn starting_outside_a_tokio_runtime_is_an_error_not_a_panic() {
     let error = futures::executor::block_on(Client::start(command("kv-plugin")))
         .expect_err("no runtime to run the plugin's tasks on");
-    let text = error.to_string();
-    assert!(text.contains("tokio runtime"), "{text}");
+    let chain = plinth_interop::cause_chain(&error);
+    assert!(
+        chain.iter().any(|cause| cause.contains("no tokio runtime")),
+        "{chain:?}"
+    );
+    plinth_interop::assert_each_cause_said_once(&error);
 }
 
 #[tokio::test]
