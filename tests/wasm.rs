@@ -798,7 +798,7 @@ async fn killed_client_refuses_calls_and_dispenses() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Compile cache
+// Compile cache (the disk cache against tampering: tests/cache.rs)
 
 fn own_engine() -> Engine {
     Engine::new(&EngineConfig {
@@ -806,71 +806,6 @@ fn own_engine() -> Engine {
         ..EngineConfig::default()
     })
     .unwrap()
-}
-
-async fn load_cached(dir: &std::path::Path, engine: Engine) -> CacheOutcome {
-    let client = Client::start(
-        ClientConfig::wasm(guest("kv"))
-            .cache_dir(dir)
-            .engine(engine),
-    )
-    .await
-    .unwrap();
-    let kv = client.dispense(&KvPlugin).await.unwrap();
-    kv.put("k", b"v").await.unwrap();
-    client
-        .cache_outcome()
-        .expect("a component has a cache outcome")
-}
-
-#[tokio::test]
-async fn second_load_hits_the_disk_cache_and_corrupt_entries_are_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::DiskMiss
-    );
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::DiskHit
-    );
-
-    let entry = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .expect("a cache entry");
-
-    // A flipped byte: the entry's digest no longer matches.
-    let mut bytes = std::fs::read(&entry).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&entry, &bytes).unwrap();
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::Rebuilt
-    );
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::DiskHit
-    );
-
-    // A consistent digest over something wasmtime did not write.
-    let garbage = b"not a compiled component".to_vec();
-    let mut forged = Checksum::of(&garbage).as_bytes().to_vec();
-    forged.extend_from_slice(&garbage);
-    std::fs::write(&entry, forged).unwrap();
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::Rebuilt
-    );
-
-    // A truncated entry.
-    std::fs::write(&entry, b"short").unwrap();
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::Rebuilt
-    );
 }
 
 #[tokio::test]

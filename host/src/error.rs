@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::kind::FileKind;
+use crate::wasm::CacheProblem;
 
 /// `Result` with [`Error`] as its default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -259,6 +260,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// The compile cache directory, a directory above it or its key file could be changed by
+    /// a user the cache does not trust, so nothing in it may be run.
+    #[error("refusing the compile cache at {}: {problem}", path.display())]
+    UntrustedCache {
+        /// The directory or file that failed the check.
+        path: PathBuf,
+        /// What was found there, and what was expected.
+        problem: CacheProblem,
+    },
+
+    /// The compile cache directory or its key file could not be created or read.
+    #[error("cannot {action} the compile cache's {}", path.display())]
+    CacheIo {
+        /// The directory or file.
+        path: PathBuf,
+        /// What was being done: `create`, `open`, `inspect`, `read` or `write`.
+        action: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A discovery pattern is not a valid glob.
     #[error("invalid plugin discovery pattern {pattern:?}: {reason}")]
     Discover {
@@ -320,6 +343,8 @@ impl Error {
             Error::Read { .. }
             | Error::InvalidChecksum { .. }
             | Error::Grant { .. }
+            | Error::UntrustedCache { .. }
+            | Error::CacheIo { .. }
             | Error::Discover { .. }
             | Error::Config { .. } => None,
         }

@@ -22,7 +22,7 @@ pub mod state;
 pub mod stdio;
 mod symlinks;
 
-pub use cache::CacheOutcome;
+pub use cache::{CacheOutcome, CacheProblem};
 pub use dynamic::{Dynamic, Function, TypeName};
 pub use engine::{Engine, EngineConfig};
 pub use instance::Instance;
