@@ -54,8 +54,7 @@ impl Failure {
 
     /// Prints the failure on stderr and returns its exit code.
     pub fn report(self) -> ExitCode {
-        let first_line = self.message.lines().next().unwrap_or_default();
-        eprintln!("error: {first_line}");
+        eprintln!("error: {}", first_line(&self.message));
         if let Some(hint) = &self.hint {
             eprintln!("hint: {hint}");
         }
@@ -63,9 +62,31 @@ impl Failure {
     }
 }
 
+/// An error and every cause under it, outermost first, on one line joined by `: `. Each
+/// error in the chain says only its own part (none repeats its `source()`), so each cause is
+/// printed once. Only each message's first line counts: later lines are a plugin's stderr.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = first_line(&error.to_string()).to_owned();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        let said = first_line(&said);
+        if !said.is_empty() {
+            text.push_str(": ");
+            text.push_str(said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
-        let message = error.to_string();
+        let message = chain(&error);
         match &error {
             Error::Read { .. } => Failure::new(BAD_FILE, message).hint("check the path"),
             Error::NotAComponent { .. } => Failure::new(BAD_FILE, message)
@@ -97,4 +118,45 @@ pub fn read(path: &Path) -> Result<Vec<u8>, Failure> {
         Failure::new(BAD_FILE, format!("cannot read {}: {e}", path.display()))
             .hint("check the path")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a message and an optional cause, to build chains from.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn layers(messages: &[&'static str]) -> Layer {
+        let (last, rest) = messages.split_last().unwrap();
+        rest.iter().rev().fold(Layer(last, None), |cause, m| {
+            Layer(m, Some(Box::new(cause)))
+        })
+    }
+
+    #[test]
+    fn every_cause_is_printed_in_order_once() {
+        let error = layers(&["cannot start", "cannot read config", "permission denied"]);
+        assert_eq!(
+            chain(&error),
+            "cannot start: cannot read config: permission denied"
+        );
+        // Only first lines count: a stderr tail stays off the error line.
+        let error = layers(&["plugin exited\nits stderr", "signal 9\nmore"]);
+        assert_eq!(chain(&error), "plugin exited: signal 9");
+        assert_eq!(chain(&layers(&["alone"])), "alone");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use plinth::subprocess::Error as WireError;
 use plinth::{Client, ClientConfig, HandshakeConfig, Protocol};
 
-use crate::failure::{BAD_FILE, CALL_FAILED, Failure, USAGE};
+use crate::failure::{BAD_FILE, CALL_FAILED, Failure, USAGE, chain};
 
 /// The handshake a go-plugin executable was built with, as command-line options.
 #[derive(clap::Args, Clone, Debug)]
@@ -139,9 +139,9 @@ fn start_failure(error: plinth::Error) -> Failure {
                 .hint("try --no-auto-mtls for a plugin built without AutoMTLS support")
         }
         WireError::Spawn { .. } | WireError::ReadExecutable { .. } => {
-            Failure::new(BAD_FILE, wire.to_string()).hint("check the path and its permissions")
+            Failure::new(BAD_FILE, chain(&wire)).hint("check the path and its permissions")
         }
-        other => Failure::new(CALL_FAILED, other.to_string()),
+        other => Failure::new(CALL_FAILED, chain(&other)),
     }
 }
 

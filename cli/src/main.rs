@@ -7,8 +7,8 @@
 //! - `plinth new wasm NAME --wit PATH` — start a guest crate implementing a WIT world.
 //! - `plinth checksum FILE` — the sha256 a host should pin.
 //!
-//! `inspect`, `call` and `checksum` take `--json` for scripts. Errors are one line and a hint
-//! on stderr; the exit codes are in [`EXIT_CODES`].
+//! `inspect`, `call` and `checksum` take `--json` for scripts. Errors are one line (the error
+//! and its causes) and a hint on stderr; the exit codes are in [`EXIT_CODES`].
 
 mod call;
 mod failure;

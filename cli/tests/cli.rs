@@ -360,6 +360,69 @@ fn unknown_grpc_method_lists_the_services_methods() {
     assert!(err.contains("proto.KV/Get, proto.KV/Put"), "{err}");
 }
 
+/// Asserts that the first line of `err` holds each of `causes`, in order, each once.
+fn assert_causes_in_order_once(err: &str, causes: &[&str]) {
+    let line = err.lines().next().unwrap_or_default();
+    let mut from = 0;
+    for cause in causes {
+        let at = line[from..]
+            .find(cause)
+            .unwrap_or_else(|| panic!("{cause:?} missing, or out of order, in {line}"));
+        from += at + cause.len();
+        assert_eq!(line.matches(cause).count(), 1, "{cause:?} twice in {line}");
+    }
+}
+
+#[test]
+fn a_component_that_cannot_be_linked_reports_the_whole_cause_chain() {
+    // It imports a resource of `plinth:resources-test/clock-source`, which no host provides.
+    let missing_import = guest("missing-import");
+    for command in [
+        vec!["call", path(&missing_import), "uptime"],
+        vec!["inspect", path(&missing_import)],
+    ] {
+        let out = plinth(&command);
+        if command[0] == "inspect" {
+            // Inspecting does not link: the import is listed.
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(stdout(&out).contains("plinth:resources-test/clock-source@0.1.0"));
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert_causes_in_order_once(
+            &stderr(&out),
+            &[
+                "error: cannot link plugin missing_import: ",
+                "component imports instance `plinth:resources-test/clock-source@0.1.0`",
+                "instance export `clock` has the wrong type: ",
+                "resource implementation is missing",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_start_failure_prints_the_system_error_under_it_once() {
+    // A copy of a Go plugin without execute permission: spawning it fails, and the operating
+    // system's error is the cause.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("not-executable");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("kv-plugin");
+    std::fs::copy(go_plugin("kv-plugin"), &copy).unwrap();
+    let mut permissions = std::fs::metadata(&copy).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o644);
+    std::fs::set_permissions(&copy, permissions).unwrap();
+    let out = plinth(&["inspect", path(&copy), COOKIE[0], COOKIE[1]]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_causes_in_order_once(
+        &stderr(&out),
+        &[
+            &format!("error: cannot start plugin kv-plugin ({})", copy.display()),
+            ": Permission denied (os error 13)",
+        ],
+    );
+}
+
 #[test]
 fn new_wasm_scaffolds_a_guest_that_builds_and_exports_the_world() {
     // Make sure the wasm32-wasip2 target is installed, as the guests need it too.

@@ -15,7 +15,7 @@ use crate::wasm::dynamic::{Dynamic, Function, exported_functions, imported_funct
 use crate::wasm::engine::Engine;
 use crate::wasm::interface::InterfaceName;
 use crate::wasm::limits::Limits;
-use crate::wasm::pool::{Bindings, Drain, Pool, describe};
+use crate::wasm::pool::{Bindings, Drain, Pool, link_reason};
 use crate::wasm::sandbox::Grants;
 use crate::wasm::state::HostState;
 use crate::wasm::stdio::Output;
@@ -156,7 +156,7 @@ impl Loaded {
     ) -> Result<InstancePre<HostState>> {
         let link_error = |e: wasmtime::Error| Error::Link {
             plugin: self.name().to_owned(),
-            reason: describe(&e),
+            reason: link_reason(&e),
         };
         let mut linker = Linker::new(self.engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
