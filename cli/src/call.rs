@@ -2,14 +2,13 @@
 //! gRPC method of a go-plugin executable with a JSON argument (see `grpc_call`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use plinth::wasm::{Access, Grants, TypeName};
 use plinth::{ClientConfig, FileKind};
 use wasmtime::component::Val;
 
 use crate::failure::{self, BAD_FILE, Failure, UNSUPPORTED, USAGE};
-use crate::grpc_call::{self, MethodName};
+use crate::grpc_call::{self, Deadlines, MethodName};
 use crate::launch::{self, LaunchArgs};
 
 /// What `plinth call` takes.
@@ -33,9 +32,10 @@ pub struct CallArgs {
     /// Largest memory the guest may grow to, in bytes.
     #[arg(long, value_name = "BYTES")]
     max_memory: Option<usize>,
-    /// Deadline of the call, in seconds.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    /// Deadline of the call, in seconds: a component's run, or an executable's gRPC call up to
+    /// its whole answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    timeout: f64,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -63,18 +63,11 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".into());
-    let mut config = ClientConfig::wasm_bytes(name, bytes).grants(grants(&args)?);
+    let mut config = ClientConfig::wasm_bytes(name, bytes)
+        .grants(grants(&args)?)
+        .call_timeout(launch::seconds("--timeout", args.timeout)?);
     if let Some(bytes) = args.max_memory {
         config = config.max_memory(bytes);
-    }
-    if let Some(seconds) = args.timeout {
-        let timeout = Duration::try_from_secs_f64(seconds).map_err(|_| {
-            Failure::new(
-                USAGE,
-                format!("--timeout {seconds} is not a number of seconds"),
-            )
-        })?;
-        config = config.call_timeout(timeout);
     }
     let client = crate::inspect::load_with(config, &args.file).await?;
     let plugin = client.dispense_dynamic().await?;
@@ -172,10 +165,14 @@ async fn call_executable(args: &CallArgs) -> Result<(), Failure> {
             .hint(r#"quote the request as one JSON object: '{"key": "a"}'"#));
         }
     };
+    let deadlines = Deadlines {
+        reflection: args.launch.reflection_timeout()?,
+        call: launch::seconds("--timeout", args.timeout)?,
+    };
     let client = launch::start(&args.file, &args.launch).await?;
     let outcome = match client.connection() {
         Some(connection) => match connection.channel() {
-            Ok(channel) => grpc_call::call(channel, &method, argument).await,
+            Ok(channel) => grpc_call::call(channel, &method, argument, &deadlines).await,
             Err(error) => Err(Failure::new(
                 UNSUPPORTED,
                 format!("{error}: net/rpc methods have no schema to call them from JSON"),

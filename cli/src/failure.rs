@@ -1,7 +1,10 @@
-//! How the command fails: one line saying what went wrong, a hint, and an exit code.
+//! How the command fails: one line saying what went wrong, a hint, and an exit code; and the
+//! phases of a run that wait on a plugin, which a timeout names.
 
+use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use plinth::Error;
 
@@ -10,13 +13,14 @@ pub struct Failure {
     message: String,
     hint: Option<String>,
     code: u8,
+    timed_out: Option<Phase>,
 }
 
 /// The plugin failed the call.
 pub const CALL_FAILED: u8 = 1;
 /// Bad usage or arguments.
 pub const USAGE: u8 = 2;
-/// The file cannot be used as a plugin.
+/// The file cannot be used as a plugin, or a phase of the run timed out.
 pub const BAD_FILE: u8 = 3;
 /// Not supported by this build.
 pub const UNSUPPORTED: u8 = 4;
@@ -27,6 +31,19 @@ impl Failure {
             message: message.into(),
             hint: None,
             code,
+            timed_out: None,
+        }
+    }
+
+    /// `phase` did not finish within `limit`: exit code 3, and a line that opens with the
+    /// phase (`http2 timed out after 5s: ...`) followed by `what` was being waited for.
+    pub fn timed_out(phase: Phase, limit: Duration, what: impl fmt::Display) -> Failure {
+        Failure {
+            timed_out: Some(phase),
+            ..Failure::new(
+                BAD_FILE,
+                format!("{phase} timed out after {limit:?}: {what}"),
+            )
         }
     }
 
@@ -41,6 +58,11 @@ impl Failure {
             self.hint = Some(hint.into());
         }
         self
+    }
+
+    /// The phase that timed out, when a timeout is what failed.
+    pub fn timed_out_in(&self) -> Option<Phase> {
+        self.timed_out
     }
 
     /// What went wrong, without the hint.
@@ -59,6 +81,41 @@ impl Failure {
             eprintln!("hint: {hint}");
         }
         ExitCode::from(self.code)
+    }
+}
+
+/// A phase of a run that waits on a plugin, each bounded by a timeout (see `plinth --help`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// From spawning an executable until it prints its handshake line (`--start-timeout`).
+    Handshake,
+    /// Dialing the address in the handshake line (`--start-timeout` again, for all of
+    /// connecting).
+    Connect,
+    /// The TLS handshake (AutoMTLS).
+    Tls,
+    /// Opening the yamux session of a netrpc or multiplexed plugin.
+    Yamux,
+    /// The HTTP/2 handshake: the plugin's settings and its answer to a ping.
+    Http2,
+    /// gRPC server reflection: the list of services, or a service's descriptors
+    /// (`--reflection-timeout`).
+    Reflection,
+    /// The call itself, up to its whole answer (`--timeout`).
+    Call,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Handshake => "handshake",
+            Phase::Connect => "connect",
+            Phase::Tls => "tls",
+            Phase::Yamux => "yamux",
+            Phase::Http2 => "http2",
+            Phase::Reflection => "reflection",
+            Phase::Call => "call",
+        })
     }
 }
 
@@ -101,8 +158,9 @@ impl From<Error> for Failure {
             Error::Argument { .. } => Failure::new(USAGE, message)
                 .hint("arguments are WAVE values: \"text\", 42, [1, 2], ok(7), {a: 1}"),
             Error::Grant { .. } | Error::Config { .. } => Failure::new(USAGE, message),
-            Error::Timeout { .. } => {
-                Failure::new(CALL_FAILED, message).hint("raise the deadline with --timeout SECONDS")
+            Error::Timeout { plugin, limit } => {
+                Failure::timed_out(Phase::Call, *limit, format!("plugin {plugin} was stopped"))
+                    .hint("raise the deadline with --timeout SECONDS")
             }
             Error::OutOfMemory { .. } => {
                 Failure::new(CALL_FAILED, message).hint("raise the limit with --max-memory BYTES")

@@ -2,7 +2,8 @@
 //! fixtures in `tests/go` (built by `cargo xtask go`).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn guest(name: &str) -> PathBuf {
     if let Err(e) = plinth_examples::build_guests() {
@@ -29,6 +30,65 @@ fn plinth(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run plinth")
+}
+
+/// Runs plinth with `env` added, killing it and failing the test if it has not ended within
+/// `bound`: a hang guard, far above how long the run should take.
+fn plinth_bounded(args: &[&str], env: &[(&str, &str)], bound: Duration) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run plinth");
+    let pid = child.id();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match ended.recv_timeout(bound) {
+        Ok(output) => output.expect("wait for plinth"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("plinth {args:?} still ran after {bound:?}");
+        }
+    }
+}
+
+/// Whether process `pid` is gone within ten seconds (a zombie waiting to be reaped is): a
+/// killed process can take a moment to die on a busy machine.
+fn ends(pid: u32) -> bool {
+    (0..1000).any(|_| {
+        let gone = !running(pid);
+        if !gone {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gone
+    })
+}
+
+/// Whether process `pid` runs (a zombie waiting to be reaped does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+/// The fake go-plugin plugin (`tests/fake-plugin.py`, executable in the repository, so no test
+/// writes a file that another test's child may be executing) and a fresh directory of its own
+/// for `case`, for the process id it writes.
+fn fake_plugin(case: &str) -> (PathBuf, PathBuf) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake-plugin.py");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fake-plugin-{case}"));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    (script, dir)
 }
 
 fn stdout(output: &Output) -> String {
@@ -114,32 +174,16 @@ fn call_prints_results_in_wave() {
 }
 
 #[test]
-fn call_passes_grants_and_limits() {
-    let misbehave = guest("misbehave");
+fn call_passes_grants() {
     let out = plinth(&[
         "call",
-        path(&misbehave),
+        path(&guest("misbehave")),
         "get",
         "\"env:FOO\"",
         "--env",
         "FOO=bar",
     ]);
     assert_eq!(stdout(&out), "ok([98, 97, 114])\n", "{}", stderr(&out));
-    let out = plinth(&[
-        "call",
-        path(&misbehave),
-        "get",
-        "\"loop\"",
-        "--timeout",
-        "0.2",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("call deadline"), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("hint: raise the deadline"),
-        "{}",
-        stderr(&out)
-    );
 }
 
 #[test]
@@ -358,6 +402,120 @@ fn unknown_grpc_method_lists_the_services_methods() {
     let err = stderr(&out);
     assert!(err.contains("proto.KV has no method Delete"), "{err}");
     assert!(err.contains("proto.KV/Get, proto.KV/Put"), "{err}");
+}
+
+/// Asserts that `out` is a timeout of `phase`: exit code 3, an error line opening with the
+/// phase, and a hint naming the flag that raises the bound.
+fn assert_timed_out(out: &Output, phase: &str, flag: &str, case: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(3), "{case}: {err}");
+    assert!(
+        err.starts_with(&format!("error: {phase} timed out after ")),
+        "{case}: the error does not open with the {phase} phase: {err}"
+    );
+    assert!(
+        err.contains(&format!("hint: raise {flag}")) || err.contains(&format!("with {flag}")),
+        "{case}: no hint naming {flag}: {err}"
+    );
+}
+
+#[test]
+fn a_plugin_that_hangs_at_any_start_phase_times_out_with_exit_3_naming_the_phase() {
+    // (how the fake plugin stalls, its handshake options, the phase named, the flag bounding it)
+    let cases: [(&str, &[&str], &str, &str); 5] = [
+        (
+            "no-handshake",
+            &["--no-auto-mtls"],
+            "handshake",
+            "--start-timeout",
+        ),
+        (
+            "no-accept",
+            &["--no-auto-mtls"],
+            "connect",
+            "--start-timeout",
+        ),
+        ("mute-tls", &[], "tls", "--start-timeout"),
+        ("mute", &["--no-auto-mtls"], "http2", "--start-timeout"),
+        (
+            "no-reflection",
+            &["--no-auto-mtls"],
+            "reflection",
+            "--reflection-timeout",
+        ),
+    ];
+    let runs: Vec<_> = cases
+        .into_iter()
+        .flat_map(|case| [("inspect", case), ("call", case)])
+        .map(|(command, (mode, options, phase, flag))| {
+            std::thread::spawn(move || {
+                let (script, dir) = fake_plugin(&format!("{mode}-{command}"));
+                let pid_file = dir.join("pid");
+                let mut args = vec![command, path(&script)];
+                if command == "call" {
+                    args.extend(["proto.KV/Get", "{}", "--timeout", "1"]);
+                }
+                // Short bounds, with time enough for the fake to start on a busy machine.
+                args.extend(["--cookie", "K=V", "--start-timeout", "5"]);
+                args.extend(["--reflection-timeout", "1"]);
+                args.extend(options);
+                let env = [
+                    ("PLINTH_FAKE_MODE", mode),
+                    ("PLINTH_FAKE_PID", path(&pid_file)),
+                ];
+                let out = plinth_bounded(&args, &env, Duration::from_secs(120));
+                let pid = std::fs::read_to_string(&pid_file)
+                    .unwrap_or_else(|e| panic!("{mode}: no process id ({e}): {}", stderr(&out)));
+                let pid: u32 = pid.parse().unwrap();
+                (format!("{command} {mode}"), phase, flag, out, pid)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (case, phase, flag, out, pid) = run.join().unwrap();
+        assert_timed_out(&out, phase, flag, &case);
+        assert!(ends(pid), "{case}: the plugin still runs");
+    }
+}
+
+#[test]
+fn a_call_that_stalls_times_out_with_exit_3_naming_the_call_phase() {
+    // A Go plugin that answers reflection and then sleeps in the call: its fixture sleeps on
+    // `sleep:<duration>` keys.
+    let grpc = std::thread::spawn(|| {
+        plinth_bounded(
+            &[
+                "call",
+                &go_plugin("kv-plugin"),
+                "proto.KV/Get",
+                r#"{"key": "sleep:1h"}"#,
+                "--timeout",
+                "0.5",
+                COOKIE[0],
+                COOKIE[1],
+            ],
+            &[],
+            Duration::from_secs(60),
+        )
+    });
+    // A component that loops.
+    let misbehave = guest("misbehave");
+    let out = plinth_bounded(
+        &[
+            "call",
+            path(&misbehave),
+            "get",
+            "\"loop\"",
+            "--timeout",
+            "0.2",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert_timed_out(&out, "call", "--timeout", "component");
+    let out = grpc.join().unwrap();
+    assert_timed_out(&out, "call", "--timeout", "gRPC");
+    assert!(stderr(&out).contains("/proto.KV/Get"), "{}", stderr(&out));
 }
 
 /// Asserts that the first line of `err` holds each of `causes`, in order, each once.
