@@ -7,7 +7,7 @@ use plinth::wasm::{Access, Grants, TypeName};
 use plinth::{ClientConfig, FileKind};
 use wasmtime::component::Val;
 
-use crate::failure::{self, BAD_FILE, Failure, UNSUPPORTED, USAGE};
+use crate::failure::{self, BAD_FILE, CALL_FAILED, Failure, UNSUPPORTED, USAGE};
 use crate::grpc_call::{self, Deadlines, MethodName};
 use crate::launch::{self, LaunchArgs};
 
@@ -77,9 +77,8 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
     let rendered = results
         .iter()
         .map(|v| {
-            v.to_wave().map_err(|e| {
-                Failure::new(failure::CALL_FAILED, format!("cannot print a result: {e}"))
-            })
+            v.to_wave()
+                .map_err(|e| Failure::new(CALL_FAILED, format!("cannot print a result: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if args.json {
@@ -88,11 +87,17 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
             serde_json::json!({ "function": function.full_name(), "results": rendered })
         );
     } else {
-        for line in rendered {
+        for line in &rendered {
             println!("{line}");
         }
     }
-    Ok(())
+    match (results.as_slice(), rendered.as_slice()) {
+        ([Val::Result(Err(_))], [shown]) => Err(Failure::new(
+            CALL_FAILED,
+            format!("{} returned an error: {shown}", function.full_name()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn parse_args(function: &plinth::wasm::Function, args: &[String]) -> Result<Vec<Val>, Failure> {

@@ -42,8 +42,8 @@ code 3 with an error line opening with the phase (`http2 timed out after 5s: ...
 
 Exit codes:
   0  success
-  1  the plugin failed the call (its error, a gRPC status, a trap, a memory
-     limit)
+  1  the plugin failed the call (an err(...) result, a gRPC status, a trap, a
+     memory limit)
   2  bad usage or arguments (unknown function or method, wrong argument type)
   3  the file cannot be used as a plugin (missing, not a plugin, cannot be linked,
      wrong cookie, exited before the handshake, unreachable), or a phase timed out

@@ -518,6 +518,40 @@ fn a_call_that_stalls_times_out_with_exit_3_naming_the_call_phase() {
     assert!(stderr(&out).contains("/proto.KV/Get"), "{}", stderr(&out));
 }
 
+#[test]
+fn a_function_returning_err_exits_1_and_still_prints_the_value() {
+    let kv = guest("kv");
+    let out = plinth(&["call", path(&kv), "get", "\"missing\""]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "err(\"no value stored under key \\\"missing\\\"\")\n"
+    );
+    assert!(
+        stderr(&out).starts_with("error: plinth:kv/store@0.1.0#get returned an error: err("),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = plinth(&["call", "--json", path(&kv), "get", "\"missing\""]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["results"][0].as_str().unwrap().starts_with("err("));
+    assert!(
+        stderr(&out).contains("returned an error"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An `ok` is a success, and so is a result that is no `result`.
+    let out = plinth(&["call", path(&kv), "put", "\"k\"", "[1]"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ok\n");
+    let greet = "plinth:greeter/greeter@0.2.0#greet";
+    let out = plinth(&["call", path(&guest("greeter")), greet, "\"Ada\""]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 /// Asserts that the first line of `err` holds each of `causes`, in order, each once.
 fn assert_causes_in_order_once(err: &str, causes: &[&str]) {
     let line = err.lines().next().unwrap_or_default();
