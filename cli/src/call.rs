@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use plinth::wasm::{Access, Grants, TypeName};
 use plinth::{ClientConfig, FileKind};
-use wasmtime::component::Val;
+use wasmtime::component::{Type, Val};
 
 use crate::failure::{self, BAD_FILE, CALL_FAILED, Failure, UNSUPPORTED, USAGE};
 use crate::grpc_call::{self, Deadlines, MethodName};
@@ -72,6 +72,7 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
     let client = crate::inspect::load_with(config, &args.file).await?;
     let plugin = client.dispense_dynamic().await?;
     let function = plugin.function(&args.function)?;
+    refuse_without_wave_form(&plugin, function)?;
     let values = parse_args(function, &args.args)?;
     let results = plugin.call(&function.full_name(), &values).await?;
     let rendered = results
@@ -97,6 +98,70 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
             format!("{} returned an error: {shown}", function.full_name()),
         )),
         _ => Ok(()),
+    }
+}
+
+/// Refuses a function whose parameters or results hold a resource (or a stream, a future or
+/// an error context): such values live in one instance and have no WAVE form to type or print.
+/// The failure names the function, where the value sits, and the resource.
+fn refuse_without_wave_form(
+    plugin: &plinth::wasm::Dynamic,
+    function: &plinth::wasm::Function,
+) -> Result<(), Failure> {
+    let params = function
+        .params
+        .iter()
+        .map(|(name, ty)| (format!("parameter {name}"), ty));
+    let results = function
+        .results
+        .iter()
+        .map(|ty| ("its result".to_owned(), ty));
+    for (place, ty) in params.chain(results) {
+        let Some(inner) = without_wave_form(ty) else {
+            continue;
+        };
+        let what = match &inner {
+            Type::Own(resource) | Type::Borrow(resource) => match plugin.resource_name(resource) {
+                Some(name) => format!("the resource {name}"),
+                None => "a resource".to_owned(),
+            },
+            other => format!("a {}", TypeName(other)),
+        };
+        return Err(Failure::new(
+            UNSUPPORTED,
+            format!(
+                "{} cannot be called from the command line: {place} ({}) holds {what}, which has no WAVE form to type or print",
+                function.full_name(),
+                TypeName(ty),
+            ),
+        )
+        .hint("a resource lives inside one instance; call such functions from a host through an adapter"));
+    }
+    Ok(())
+}
+
+/// The first type inside `ty` (or `ty` itself) that has no WAVE form.
+fn without_wave_form(ty: &Type) -> Option<Type> {
+    match ty {
+        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+            Some(ty.clone())
+        }
+        Type::List(list) => without_wave_form(&list.ty()),
+        Type::FixedLengthList(list) => without_wave_form(&list.ty()),
+        Type::Map(map) => without_wave_form(&map.key()).or_else(|| without_wave_form(&map.value())),
+        Type::Record(record) => record
+            .fields()
+            .find_map(|field| without_wave_form(&field.ty)),
+        Type::Tuple(tuple) => tuple.types().find_map(|ty| without_wave_form(&ty)),
+        Type::Variant(variant) => variant
+            .cases()
+            .find_map(|case| case.ty.as_ref().and_then(without_wave_form)),
+        Type::Option(option) => without_wave_form(&option.ty()),
+        Type::Result(result) => [result.ok(), result.err()]
+            .iter()
+            .flatten()
+            .find_map(without_wave_form),
+        _ => None,
     }
 }
 

@@ -47,7 +47,8 @@ Exit codes:
   2  bad usage or arguments (unknown function or method, wrong argument type)
   3  the file cannot be used as a plugin (missing, not a plugin, cannot be linked,
      wrong cookie, exited before the handshake, unreachable), or a phase timed out
-  4  not supported by this build (calling a netrpc plugin)";
+  4  not supported by this build (a function taking or returning a resource,
+     calling a netrpc plugin)";
 
 /// Inspect, call and scaffold Plinth plugins.
 #[derive(Parser)]

@@ -552,6 +552,39 @@ fn a_function_returning_err_exits_1_and_still_prints_the_value() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+#[test]
+fn functions_taking_or_returning_resources_are_refused_with_exit_4_naming_the_resource() {
+    let probe = guest("resource-probe");
+    let interface = "plinth:resources-test/tally@0.1.0";
+    // An own or a borrow, as a parameter or a result, alone or inside an option or a list.
+    let cases: [(&str, &[&str]); 6] = [
+        ("make", &["1"]),
+        ("read", &["1"]),
+        ("maybe", &["1"]),
+        ("total", &["[]"]),
+        ("[constructor]counter", &["1"]),
+        ("[method]counter.bump", &["1"]),
+    ];
+    for (function, args) in cases {
+        let mut all = vec!["call", path(&probe), function];
+        all.extend(args);
+        let out = plinth(&all);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{function}: {err}");
+        let opening =
+            format!("error: {interface}#{function} cannot be called from the command line: ");
+        assert!(err.starts_with(&opening), "{function}: {err}");
+        assert!(
+            err.contains(&format!("holds the resource {interface}#counter")),
+            "{function}: {err}"
+        );
+    }
+    // The component itself is fine: a function without resources is called.
+    let out = plinth(&["call", path(&probe), "describe"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "\"counters handed out as resources\"\n");
+}
+
 /// Asserts that the first line of `err` holds each of `causes`, in order, each once.
 fn assert_causes_in_order_once(err: &str, causes: &[&str]) {
     let line = err.lines().next().unwrap_or_default();
