@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plinth::subprocess::{Error as WireError, HandshakeConfig, Protocol};
-use plinth::{Client, ClientConfig, Error, PluginSet};
+use plinth::{AutoMtls, Client, ClientConfig, Error, PluginSet};
 use plinth_examples::counter::{AddHelper, Counter, CounterPlugin};
 use plinth_examples::kv::{Kv, KvPlugin};
 use plinth_examples::{go_plugin, handshake};
-use plinth_interop::{Capture, SharedBuffer, guest, many_callers_spread_over_connections};
+use plinth_interop::{
+    Capture, SharedBuffer, guest, many_callers_spread_over_connections, mtls_policy,
+};
 
 fn go(name: &str) -> std::path::PathBuf {
     let path = go_plugin(name);
@@ -59,7 +61,7 @@ fn process_gone(pid: u32) -> bool {
 
 #[tokio::test]
 async fn kv_from_a_go_plugin_with_auto_mtls() {
-    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Require)).await;
     put_get(&*kv).await;
     let missing = kv.get("nothing").await.unwrap_err();
     assert!(
@@ -73,14 +75,14 @@ async fn kv_from_a_go_plugin_with_auto_mtls() {
 
 #[tokio::test]
 async fn kv_from_a_go_plugin_in_plaintext() {
-    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Off)).await;
     put_get(&*kv).await;
     client.kill().await;
 }
 
 #[tokio::test]
 async fn alpn_enforcing_grpc_go_accepts_our_tls() {
-    let (client, kv) = kv_of(command("kv-plugin-alpn").auto_mtls(true)).await;
+    let (client, kv) = kv_of(command("kv-plugin-alpn").auto_mtls(AutoMtls::Require)).await;
     put_get(&*kv).await;
     client.kill().await;
 }
@@ -91,7 +93,7 @@ async fn tcp_transport_with_and_without_tls() {
         let config = ClientConfig::command(go("tcp-relay"))
             .args([go("kv-plugin")])
             .handshake(handshake())
-            .auto_mtls(mtls);
+            .auto_mtls(mtls_policy(mtls));
         let (client, kv) = kv_of(config).await;
         let address = client.connection().unwrap().address().clone();
         assert!(
@@ -106,7 +108,7 @@ async fn tcp_transport_with_and_without_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_callers_spread_over_more_connections_to_a_go_plugin() {
     for mtls in [true, false] {
-        let (client, kv) = kv_of(command("kv-plugin").auto_mtls(mtls)).await;
+        let (client, kv) = kv_of(command("kv-plugin").auto_mtls(mtls_policy(mtls))).await;
         many_callers_spread_over_connections(&client, kv.clone()).await;
         // The plugin still serves sequential calls and shuts down as before.
         put_get(&*kv).await;
@@ -163,7 +165,7 @@ impl AddHelper for Adder {
 async fn counter_calls_back_into_the_host_through_the_broker() {
     for (mtls, multiplex) in [(false, false), (true, false), (false, true), (true, true)] {
         let config = command("counter-plugin")
-            .auto_mtls(mtls)
+            .auto_mtls(mtls_policy(mtls))
             .multiplex(multiplex);
         let client = Client::start(config).await.unwrap();
         let counter: Arc<dyn Counter> = client.dispense(&CounterPlugin).await.unwrap();
@@ -181,9 +183,13 @@ async fn counter_calls_back_into_the_host_through_the_broker() {
 #[tokio::test]
 async fn host_dials_a_service_the_plugin_offers() {
     for (mtls, multiplex) in [(false, false), (true, false), (true, true)] {
-        let client = Client::start(command("broker-offer").auto_mtls(mtls).multiplex(multiplex))
-            .await
-            .unwrap();
+        let client = Client::start(
+            command("broker-offer")
+                .auto_mtls(mtls_policy(mtls))
+                .multiplex(multiplex),
+        )
+        .await
+        .unwrap();
         let connection = client.connection().unwrap();
         let channel = connection
             .broker()
@@ -212,7 +218,7 @@ async fn host_dials_a_service_the_plugin_offers() {
 
 #[tokio::test]
 async fn dialing_an_id_nobody_offers_times_out_with_a_typed_error() {
-    let client = Client::start(command("kv-plugin").auto_mtls(false))
+    let client = Client::start(command("kv-plugin").auto_mtls(AutoMtls::Off))
         .await
         .unwrap();
     let error = client
@@ -399,7 +405,7 @@ unsafe fn libc_kill(pid: u32) {
 
 #[tokio::test]
 async fn reattach_connects_without_spawning_and_only_kills_when_told() {
-    let (owner, kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    let (owner, kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Off)).await;
     kv.put("shared", b"state").await.unwrap();
     let reattach = owner.reattach_config().unwrap();
     let json = reattach.to_json();
@@ -433,7 +439,7 @@ async fn reattach_connects_without_spawning_and_only_kills_when_told() {
 
 #[tokio::test]
 async fn reattach_to_a_dead_process_is_a_typed_error() {
-    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Off)).await;
     let config = owner.reattach_config().unwrap();
     owner.kill().await;
     let error = start_error(ClientConfig::reattach(config)).await;
@@ -502,7 +508,7 @@ async fn malformed_handshake_lines_are_typed_errors() {
         ("badcert", |e| matches!(e, H::Certificate { .. })),
     ];
     for (mode, expected) in cases {
-        match start_error(bad(mode).auto_mtls(true)).await {
+        match start_error(bad(mode).auto_mtls(AutoMtls::Require)).await {
             WireError::Handshake { reason, .. } => assert!(expected(&reason), "{mode}: {reason:?}"),
             other => panic!("{mode}: {other:?}"),
         }
@@ -525,7 +531,7 @@ async fn version_and_protocol_mismatches_are_typed_errors() {
 
 #[tokio::test]
 async fn unreachable_address_is_a_connect_error() {
-    let error = start_error(bad("unreachable").auto_mtls(false)).await;
+    let error = start_error(bad("unreachable").auto_mtls(AutoMtls::Off)).await;
     assert!(matches!(error, WireError::Connect { .. }), "{error:?}");
 }
 
@@ -557,7 +563,7 @@ async fn checksum_mismatch_refuses_to_start() {
 #[tokio::test]
 async fn tls_with_the_wrong_peer_certificate_fails_to_connect() {
     // A plugin that runs AutoMTLS with one host certificate refuses a host presenting another.
-    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Require)).await;
     let stranger = plinth::subprocess::transport::Identity::generate().unwrap();
     let server_cert = stranger.cert_der().clone();
     let tls = stranger.client_config(server_cert).unwrap();
@@ -743,7 +749,7 @@ async fn the_plugins_socket_lives_in_a_directory_only_this_user_can_enter() {
 
 #[tokio::test]
 async fn auto_mtls_refuses_a_client_without_the_exchanged_certificate() {
-    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Require)).await;
     let reattach = owner.reattach_config().unwrap();
     // No TLS at all: the plugin's TLS server refuses the plaintext HTTP/2 preface.
     let error = start_error(ClientConfig::reattach(reattach.clone())).await;

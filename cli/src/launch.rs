@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use plinth::subprocess::Error as WireError;
-use plinth::{Client, ClientConfig, HandshakeConfig, Protocol};
+use plinth::{AutoMtls, Client, ClientConfig, HandshakeConfig, Protocol};
 
 use crate::failure::{BAD_FILE, CALL_FAILED, Failure, USAGE};
 
@@ -51,8 +51,12 @@ impl LaunchArgs {
         }
     }
 
-    fn auto_mtls(&self) -> bool {
-        !self.no_auto_mtls || self.auto_mtls
+    fn auto_mtls(&self) -> AutoMtls {
+        if !self.no_auto_mtls || self.auto_mtls {
+            AutoMtls::Prefer
+        } else {
+            AutoMtls::Off
+        }
     }
 
     fn timeout(&self) -> Result<Duration, Failure> {

@@ -222,3 +222,13 @@ pub async fn many_callers_spread_over_connections(
     }
     connections
 }
+
+/// The AutoMTLS policy for a test run with (`Require`, so that a plugin that did not take up
+/// the certificate fails the test) or without (`Off`) mutual TLS.
+pub fn mtls_policy(on: bool) -> plinth::AutoMtls {
+    if on {
+        plinth::AutoMtls::Require
+    } else {
+        plinth::AutoMtls::Off
+    }
+}
