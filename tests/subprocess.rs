@@ -561,6 +561,89 @@ async fn checksum_mismatch_refuses_to_start() {
 }
 
 #[tokio::test]
+async fn a_go_plugin_gets_mutual_tls_under_the_default_policy() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let over_tcp = ClientConfig::command(go("tcp-relay"))
+        .args([go("kv-plugin")])
+        .handshake(handshake());
+    for config in [command("kv-plugin"), over_tcp] {
+        let (client, kv) = kv_of(config).await;
+        put_get(&*kv).await;
+        let connection = client.connection().unwrap();
+        assert!(connection.tls(), "{:?}", connection.address());
+        assert!(connection.handshake().server_cert.is_some());
+        client.kill().await;
+    }
+    assert!(capture.events("plinth::auto_mtls").is_empty());
+}
+
+#[tokio::test]
+async fn a_certificate_the_host_did_not_offer_is_refused() {
+    // A PLUGIN_CLIENT_CERT the plugin got anyway (the host's own stale one is stripped; one
+    // set on purpose is passed on) makes a Go plugin serve TLS the host cannot check.
+    let stale = plinth::subprocess::transport::Identity::generate().unwrap();
+    let config = command("kv-plugin")
+        .auto_mtls(AutoMtls::Off)
+        .env("PLUGIN_CLIENT_CERT", stale.cert_pem());
+    match start_error(config).await {
+        WireError::UnexpectedCertificate { plugin, line } => {
+            assert_eq!(plugin, "kv-plugin");
+            let fields: Vec<&str> = line.split('|').collect();
+            assert_eq!(fields.get(4), Some(&"grpc"), "{line:?}");
+            assert!(
+                fields.get(5).is_some_and(|cert| cert.len() > 50),
+                "{line:?}"
+            );
+        }
+        other => panic!("expected UnexpectedCertificate, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_that_is_not_x509_is_refused_under_every_policy() {
+    use plinth::subprocess::handshake::HandshakeError as H;
+    for policy in [AutoMtls::Prefer, AutoMtls::Require, AutoMtls::Off] {
+        match start_error(bad("notx509").auto_mtls(policy)).await {
+            WireError::Handshake {
+                reason: H::Certificate { .. },
+                ..
+            } => {}
+            other => panic!("{policy}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tls_configuration_beside_an_offering_policy_is_a_config_error() {
+    let identity = plinth::subprocess::transport::Identity::generate().unwrap();
+    let tls = identity.client_config(identity.cert_der().clone()).unwrap();
+    for policy in [AutoMtls::Prefer, AutoMtls::Require] {
+        for config in [
+            command("kv-plugin").tls(tls.clone()).auto_mtls(policy),
+            command("kv-plugin").auto_mtls(policy).tls(tls.clone()),
+        ] {
+            let error = start_error(config).await;
+            assert!(matches!(error, WireError::Config { .. }), "{error:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn requiring_auto_mtls_refuses_to_reattach_without_a_tls_configuration() {
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Off)).await;
+    let reattach = owner.reattach_config().unwrap();
+    let required = ClientConfig::reattach(reattach.clone()).auto_mtls(AutoMtls::Require);
+    let error = start_error(required).await;
+    assert!(matches!(error, WireError::Reattach { .. }), "{error:?}");
+    // Preferring it reattaches in plaintext: there is nothing to exchange with a running plugin.
+    let (attached, kv) = kv_of(ClientConfig::reattach(reattach)).await;
+    put_get(&*kv).await;
+    assert!(!attached.connection().unwrap().tls());
+    owner.kill().await;
+}
+
+#[tokio::test]
 async fn tls_with_the_wrong_peer_certificate_fails_to_connect() {
     // A plugin that runs AutoMTLS with one host certificate refuses a host presenting another.
     let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Require)).await;

@@ -9,6 +9,8 @@
 //	netrpc     serves KV over the netrpc protocol
 //	unreachable prints a handshake naming a socket that does not exist
 //	badcert    prints a gRPC handshake whose certificate is not base64
+//	notx509    prints a gRPC handshake whose certificate is base64 of a DER sequence that is
+//	           no X.509 certificate
 //	exit       writes to stderr and exits with status 3 before any handshake
 //	silent     never prints a handshake
 //	shortlived serves KV, then exits with status 4 after 300 ms
@@ -17,6 +19,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/base64"
 	"fmt"
 	"net/rpc"
 	"os"
@@ -94,6 +98,9 @@ func main() {
 		handshake("1|1|unix|/nonexistent/plinth/plugin.sock|grpc|")
 	case "badcert":
 		handshake("1|1|unix|/tmp/plinth-none.sock|grpc|" + strings.Repeat("*not base64*", 6))
+	case "notx509":
+		der := append([]byte{0x30, 0x40}, bytes.Repeat([]byte{0x02}, 0x40)...)
+		handshake("1|1|unix|/tmp/plinth-none.sock|grpc|" + base64.RawStdEncoding.EncodeToString(der))
 	case "version9":
 		config := shared.Handshake
 		config.ProtocolVersion = 9
