@@ -389,6 +389,29 @@ async fn a_recursive_result_type_is_a_typed_error_and_the_stream_stays_in_step()
     client.kill().await;
 }
 
+#[tokio::test]
+async fn a_failed_call_says_each_cause_once() {
+    let client = Client::start(netrpc("netrpc-struct")).await.unwrap();
+    let records = client.dispense(&RecordsPlugin).await.unwrap();
+    // `Store` answers an int: asking for a string is a decode error with a gob error inside.
+    let error = records
+        .0
+        .call::<_, String>(
+            "Store",
+            &Record {
+                name: "x".into(),
+                ..Record::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    let chain = plinth_interop::cause_chain(&error);
+    assert_eq!(chain.len(), 3, "{chain:?}");
+    assert!(chain[2].contains("expected a gob string"), "{chain:?}");
+    plinth_interop::assert_each_cause_said_once(&error);
+    client.kill().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lifecycle and faults
 

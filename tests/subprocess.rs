@@ -351,8 +351,12 @@ async fn a_plugin_started_from_a_thread_that_ends_keeps_running() {
 fn starting_outside_a_tokio_runtime_is_an_error_not_a_panic() {
     let error = futures::executor::block_on(Client::start(command("kv-plugin")))
         .expect_err("no runtime to run the plugin's tasks on");
-    let text = error.to_string();
-    assert!(text.contains("tokio runtime"), "{text}");
+    let chain = plinth_interop::cause_chain(&error);
+    assert!(
+        chain.iter().any(|cause| cause.contains("no tokio runtime")),
+        "{chain:?}"
+    );
+    plinth_interop::assert_each_cause_said_once(&error);
 }
 
 #[tokio::test]
@@ -891,4 +895,36 @@ fn a_plugin_does_not_outlive_a_host_that_dies_without_cleaning_up() {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("plugin {pid} outlived its host");
+}
+
+#[tokio::test]
+async fn start_failures_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-plugin");
+    let not_executable = dir.path().join("not-executable");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    for path in [missing, not_executable] {
+        let error = Client::start(ClientConfig::command(&path).handshake(handshake()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Subprocess(WireError::Spawn { .. })),
+            "{error:?}"
+        );
+        let chain = plinth_interop::cause_chain(&error);
+        assert_eq!(
+            chain.len(),
+            2,
+            "the system's error is the source: {chain:?}"
+        );
+        plinth_interop::assert_each_cause_said_once(&error);
+    }
+    let error = Client::start(
+        ClientConfig::command(go("kv-plugin"))
+            .handshake(handshake())
+            .checksum(plinth::Checksum::of(b"other bytes")),
+    )
+    .await
+    .unwrap_err();
+    plinth_interop::assert_each_cause_said_once(&error);
 }

@@ -209,6 +209,58 @@ async fn callback_error_reaches_the_caller_and_the_plugin_recovers() {
     assert_eq!(counter.get("n").await.unwrap(), 2);
 }
 
+/// A helper that never answers, and says when its unfinished call was dropped.
+struct HangingAdder {
+    dropped: Arc<tokio::sync::Notify>,
+}
+
+/// Notifies when dropped.
+struct DropSignal(Arc<tokio::sync::Notify>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+#[async_trait]
+impl AddHelper for HangingAdder {
+    async fn sum(&self, _a: i64, _b: i64) -> plinth::Result<i64> {
+        let _signal = DropSignal(self.dropped.clone());
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_callback_that_never_returns_is_stopped_at_the_deadline() {
+    let limit = Duration::from_millis(300);
+    let client = Client::start(ClientConfig::wasm(guest("counter")).call_timeout(limit))
+        .await
+        .unwrap();
+    let counter = client.dispense(&CounterPlugin).await.unwrap();
+    for round in 0..2 {
+        let dropped = Arc::new(tokio::sync::Notify::new());
+        let helper = Arc::new(HangingAdder {
+            dropped: dropped.clone(),
+        });
+        let err = tokio::time::timeout(HANG, counter.put("n", 1, helper))
+            .await
+            .expect("the deadline stops a call awaiting the host")
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { limit: l, .. } if l == limit),
+            "round {round}: {err}"
+        );
+        tokio::time::timeout(HANG, dropped.notified())
+            .await
+            .expect("the helper's unfinished call is dropped");
+    }
+    // The instance that timed out was discarded; the plugin serves the next call afresh.
+    let adder = Arc::new(CountingAdder(AtomicUsize::new(0)));
+    counter.put("n", 2, adder).await.unwrap();
+    assert_eq!(counter.get("n").await.unwrap(), 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Logging and output
 
@@ -426,6 +478,106 @@ async fn dot_dot_and_symlink_escapes_from_a_grant_are_refused() {
 }
 
 #[tokio::test]
+async fn symlinks_a_guest_makes_cannot_point_outside_the_grant() {
+    let root = tempfile::tempdir().unwrap();
+    let granted = root.path().join("granted");
+    std::fs::create_dir_all(granted.join("sub")).unwrap();
+    std::fs::write(root.path().join("secret.txt"), b"secret").unwrap();
+    let (_client, chaos) = kv_of(
+        ClientConfig::wasm(guest("misbehave")).grants(Grants::none().dir(
+            &granted,
+            "/data",
+            Access::ReadWrite,
+        )),
+    )
+    .await;
+    for (n, target) in [
+        "../secret.txt",
+        "../../secret.txt",
+        "sub/../../secret.txt",
+        "sub/..",
+        "..",
+        "/etc/passwd",
+        &*root.path().join("secret.txt").to_string_lossy(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let link = format!("/data/sub/link{n}");
+        let err = chaos
+            .get(&format!("symlink:{target}>{link}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Plugin { .. }), "{target}: {err}");
+        assert!(
+            std::fs::symlink_metadata(granted.join(format!("sub/link{n}"))).is_err(),
+            "a link to {target} was made"
+        );
+    }
+    // Links that lead down from their directory are made as asked.
+    for target in ["kept.txt", "deeper/kept.txt", "./kept.txt"] {
+        let link = format!("/data/sub/{}", target.replace('/', "_"));
+        let made = chaos.get(&format!("symlink:{target}>{link}")).await;
+        assert_eq!(text(made.unwrap()), "linked", "{target}");
+        let on_host = granted.join("sub").join(target.replace('/', "_"));
+        assert_eq!(
+            std::fs::read_link(on_host).unwrap(),
+            std::path::Path::new(target)
+        );
+    }
+}
+
+#[tokio::test]
+async fn results_up_to_the_memory_limit_cross_typed_bindings() {
+    // Larger than wasmtime's default limit on what one call may copy out (128 MiB).
+    let size = 150_000_000;
+    let (_client, chaos) =
+        kv_of(ClientConfig::wasm(guest("misbehave")).max_memory(512 << 20)).await;
+    let value = chaos.get(&format!("big:{size}")).await.unwrap();
+    assert_eq!(value.len(), size);
+    assert!(value.iter().all(|byte| *byte == 7));
+
+    // A limit of the host's own is what the store enforces.
+    let limits = plinth::wasm::Limits {
+        max_host_copy: Some(1 << 20),
+        ..plinth::wasm::Limits::default()
+    };
+    let (_client, chaos) = kv_of(ClientConfig::wasm(guest("misbehave")).limits(limits)).await;
+    assert_eq!(chaos.get("big:1000000").await.unwrap().len(), 1_000_000);
+    let err = chaos.get("big:1100000").await.unwrap_err();
+    assert!(
+        matches!(err, Error::TooMuchData { limit, .. } if limit == 1 << 20),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn results_past_the_host_copy_limit_are_a_typed_error() {
+    use wasmtime::component::Val;
+    let max_memory = 16 << 20;
+    let client = Client::start(ClientConfig::wasm(guest("misbehave")).max_memory(max_memory))
+        .await
+        .unwrap();
+    let dynamic = client.dispense_dynamic().await.unwrap();
+    // Each byte of a list is a `Val` of its own on the dynamic path: 4 MiB of bytes need far
+    // more than four times the 16 MiB memory limit.
+    let err = dynamic
+        .call("get", &[Val::String(format!("big:{}", 4 << 20))])
+        .await
+        .unwrap_err();
+    let Error::TooMuchData { limit, .. } = err else {
+        panic!("expected TooMuchData, got {err}");
+    };
+    assert_eq!(limit, 4 * max_memory);
+    // The instance was discarded; a small answer still crosses.
+    let small = dynamic
+        .call("get", &[Val::String("big:3".into())])
+        .await
+        .unwrap();
+    assert_eq!(small[0].to_wave().unwrap(), "ok([7, 7, 7])");
+}
+
+#[tokio::test]
 async fn environment_is_empty_unless_granted() {
     let (_client, kv) = kv_of(ClientConfig::wasm(guest("misbehave"))).await;
     assert!(kv.get("env:PATH").await.is_err(), "host PATH leaked");
@@ -519,6 +671,9 @@ async fn missing_file_is_a_read_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Read { .. }), "{err}");
+    plinth_interop::assert_each_cause_said_once(&err);
+    let chain = plinth_interop::cause_chain(&err);
+    assert_eq!(chain.len(), 2, "the reading error is the source: {chain:?}");
 }
 
 #[tokio::test]
@@ -643,7 +798,7 @@ async fn killed_client_refuses_calls_and_dispenses() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Compile cache
+// Compile cache (the disk cache against tampering: tests/cache.rs)
 
 fn own_engine() -> Engine {
     Engine::new(&EngineConfig {
@@ -651,71 +806,6 @@ fn own_engine() -> Engine {
         ..EngineConfig::default()
     })
     .unwrap()
-}
-
-async fn load_cached(dir: &std::path::Path, engine: Engine) -> CacheOutcome {
-    let client = Client::start(
-        ClientConfig::wasm(guest("kv"))
-            .cache_dir(dir)
-            .engine(engine),
-    )
-    .await
-    .unwrap();
-    let kv = client.dispense(&KvPlugin).await.unwrap();
-    kv.put("k", b"v").await.unwrap();
-    client
-        .cache_outcome()
-        .expect("a component has a cache outcome")
-}
-
-#[tokio::test]
-async fn second_load_hits_the_disk_cache_and_corrupt_entries_are_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::DiskMiss
-    );
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::DiskHit
-    );
-
-    let entry = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .expect("a cache entry");
-
-    // A flipped byte: the entry's digest no longer matches.
-    let mut bytes = std::fs::read(&entry).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&entry, &bytes).unwrap();
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::Rebuilt
-    );
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::DiskHit
-    );
-
-    // A consistent digest over something wasmtime did not write.
-    let garbage = b"not a compiled component".to_vec();
-    let mut forged = Checksum::of(&garbage).as_bytes().to_vec();
-    forged.extend_from_slice(&garbage);
-    std::fs::write(&entry, forged).unwrap();
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::Rebuilt
-    );
-
-    // A truncated entry.
-    std::fs::write(&entry, b"short").unwrap();
-    assert_eq!(
-        load_cached(dir.path(), own_engine()).await,
-        CacheOutcome::Rebuilt
-    );
 }
 
 #[tokio::test]

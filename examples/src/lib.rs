@@ -3,11 +3,13 @@
 //! Each module defines the Rust interface the host calls (a trait), and the [`plinth::Plugin`]
 //! adapter that builds it from a component and, for [`kv`] and [`counter`], from a go-plugin
 //! executable: [`greeter`] (two interface versions), [`kv`] (values and errors across the
-//! boundary) and [`counter`] (a host callback the plugin calls during a call, as go-plugin's
-//! bidirectional example, through the broker for executables). The `demo` binary uses them on
-//! the bundled guests in `guest-examples/` and the Go plugins in `tests/go`.
+//! boundary), [`counter`] (a host callback the plugin calls during a call, as go-plugin's
+//! bidirectional example, through the broker for executables) and [`docs`] (records, variants,
+//! options, a guest resource held through the pool, and a host import). The `demo` binary uses
+//! them on the bundled guests in `guest-examples/` and the Go plugins in `tests/go`.
 
 pub mod counter;
+pub mod docs;
 pub mod greeter;
 pub mod kv;
 

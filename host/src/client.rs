@@ -27,6 +27,7 @@ use crate::kind::FileKind;
 use crate::netrpc::NetRpcConn;
 use crate::plugin::{ErasedPlugin, Plugin, PluginSet};
 use crate::secure::Checksum;
+use crate::wasm::cache::CacheLocation;
 use crate::wasm::instance::{Loaded, Settings};
 use crate::wasm::interface::{InterfaceName, negotiate};
 use crate::wasm::stdio::{Stream, chunk_sink};
@@ -113,7 +114,7 @@ pub struct ClientConfig {
     limits: Limits,
     stdout: Output,
     stderr: Output,
-    cache_dir: Option<PathBuf>,
+    cache: Option<CacheLocation>,
     engine: Option<Engine>,
     subprocess: SubprocessSettings,
 }
@@ -161,7 +162,7 @@ impl ClientConfig {
             limits: Limits::default(),
             stdout: Output::default(),
             stderr: Output::default(),
-            cache_dir: None,
+            cache: None,
             engine: None,
             subprocess: SubprocessSettings::default(),
         }
@@ -342,10 +343,38 @@ impl ClientConfig {
         self
     }
 
-    /// Caches compiled components in `dir`. Default: no disk cache (compiled components are
-    /// still shared within the process).
+    /// Caches compiled components in `dir`, so a component is compiled once per machine rather
+    /// than once per process. Default: no disk cache (compiled components are still shared
+    /// within the process).
+    ///
+    /// A cache entry is native code that runs outside the sandbox, so the cache trusts only
+    /// this user: `dir` is created `0700` and refused ([`Error::UntrustedCache`], naming the
+    /// path and its owner or mode) when it or a directory above it is owned by another user or
+    /// writable by group or others. Each entry carries a MAC, under a secret key created in
+    /// `dir` on first use (`0600`), over the component's sha256, the engine's compatibility
+    /// hash and the native code: an entry copied from another component or altered in any way
+    /// is compiled again from the checked bytes (with a warning), never loaded. Anyone who can
+    /// read the key and write the directory can run code in the host, so keep both private.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> ClientConfig {
-        self.cache_dir = Some(dir.into());
+        self.cache = Some(CacheLocation {
+            path: dir.into(),
+            read_only: false,
+        });
+        self
+    }
+
+    /// Loads compiled components from `dir` and never writes to it: a cache filled by a user
+    /// the host trusts (for example when an image was built), which this user may not own.
+    ///
+    /// Opting in extends trust to the directory's owner: it (and every directory above it)
+    /// must still not be writable by group or others, its key file must belong to the owner,
+    /// and each entry's MAC is checked as for [`ClientConfig::cache_dir`]. Components missing
+    /// from it, or whose entry fails the check, are compiled in memory.
+    pub fn read_only_cache_dir(mut self, dir: impl Into<PathBuf>) -> ClientConfig {
+        self.cache = Some(CacheLocation {
+            path: dir.into(),
+            read_only: true,
+        });
         self
     }
 
@@ -567,7 +596,7 @@ impl Client {
             None => Engine::shared()?,
         };
         let (component, cache) = engine
-            .compile(&name, bytes, checksum, config.cache_dir.as_deref())
+            .compile(&name, bytes, checksum, config.cache.as_ref())
             .await?;
         tracing::debug!(plugin = %name, %checksum, ?cache, "plugin loaded");
         let settings = Settings {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::kind::FileKind;
+use crate::wasm::CacheProblem;
 
 /// `Result` with [`Error`] as its default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,7 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The plugin file could not be read.
-    #[error("cannot read plugin file {}: {source}", path.display())]
+    #[error("cannot read plugin file {}", path.display())]
     Read {
         /// The file that was asked for.
         path: PathBuf,
@@ -143,6 +144,41 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The values the guest handed over in one call (a host import's arguments, an export's
+    /// results) need more host memory than [`Limits::max_host_copy`](crate::wasm::Limits)
+    /// allows. The instance was discarded.
+    #[error(
+        "plugin {plugin} handed over more data in one call than the host copies: the limit is {limit} bytes (Limits::max_host_copy)"
+    )]
+    TooMuchData {
+        /// The plugin's name.
+        plugin: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+
+    /// A guest resource was used after the instance that holds it was discarded (a trap, a
+    /// deadline, the memory limit), so the resource is gone.
+    #[error(
+        "plugin {plugin}: the {resource} resource is gone with the instance that held it (that instance failed and was discarded)"
+    )]
+    StaleResource {
+        /// The plugin's name.
+        plugin: String,
+        /// The resource (its type, as the adapter names it).
+        resource: String,
+    },
+
+    /// One call was given guest resources that live in different instances, which no single
+    /// instance can serve.
+    #[error("plugin {plugin}: the {resource} resource lives in another instance than this call")]
+    ForeignResource {
+        /// The plugin's name.
+        plugin: String,
+        /// The resource that does not belong.
+        resource: String,
+    },
+
     /// The guest answered normally, with an error value of its interface.
     #[error("plugin {plugin} returned an error: {message}")]
     Plugin {
@@ -224,6 +260,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// The compile cache directory, a directory above it or its key file could be changed by
+    /// a user the cache does not trust, so nothing in it may be run.
+    #[error("refusing the compile cache at {}: {problem}", path.display())]
+    UntrustedCache {
+        /// The directory or file that failed the check.
+        path: PathBuf,
+        /// What was found there, and what was expected.
+        problem: CacheProblem,
+    },
+
+    /// The compile cache directory or its key file could not be created or read.
+    #[error("cannot {action} the compile cache's {}", path.display())]
+    CacheIo {
+        /// The directory or file.
+        path: PathBuf,
+        /// What was being done: `create`, `open`, `inspect`, `read` or `write`.
+        action: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A discovery pattern is not a valid glob.
     #[error("invalid plugin discovery pattern {pattern:?}: {reason}")]
     Discover {
@@ -271,6 +329,9 @@ impl Error {
             | Error::Trap { plugin, .. }
             | Error::Timeout { plugin, .. }
             | Error::OutOfMemory { plugin, .. }
+            | Error::TooMuchData { plugin, .. }
+            | Error::StaleResource { plugin, .. }
+            | Error::ForeignResource { plugin, .. }
             | Error::Plugin { plugin, .. }
             | Error::UnknownFunction { plugin, .. }
             | Error::AmbiguousFunction { plugin, .. }
@@ -282,6 +343,8 @@ impl Error {
             Error::Read { .. }
             | Error::InvalidChecksum { .. }
             | Error::Grant { .. }
+            | Error::UntrustedCache { .. }
+            | Error::CacheIo { .. }
             | Error::Discover { .. }
             | Error::Config { .. } => None,
         }

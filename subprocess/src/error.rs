@@ -24,7 +24,7 @@ pub enum Error {
     },
 
     /// The plugin executable could not be read (for its checksum) or is missing.
-    #[error("cannot read plugin executable {}: {source}", path.display())]
+    #[error("cannot read plugin executable {}", path.display())]
     ReadExecutable {
         /// The executable that was asked for.
         path: PathBuf,
@@ -48,7 +48,7 @@ pub enum Error {
     },
 
     /// The operating system refused to start the executable.
-    #[error("cannot start plugin {plugin} ({}): {source}", path.display())]
+    #[error("cannot start plugin {plugin} ({})", path.display())]
     Spawn {
         /// The plugin's name.
         plugin: String,
@@ -98,8 +98,7 @@ pub enum Error {
         plugin: String,
         /// The line as received (cut to 512 bytes).
         line: String,
-        /// What is wrong with it.
-        #[source]
+        /// What is wrong with it (in the message, so not also its source).
         reason: HandshakeError,
         /// The last lines it wrote to stderr.
         stderr: String,
@@ -190,7 +189,7 @@ pub enum Error {
     },
 
     /// A `netrpc` call to the plugin failed while the plugin kept running.
-    #[error("call {method} to plugin {plugin} failed: {reason}")]
+    #[error("call {method} to plugin {plugin} failed")]
     NetRpc {
         /// The plugin's name.
         plugin: String,
@@ -267,7 +266,7 @@ pub enum Error {
     },
 
     /// A served plugin could not listen.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Listen {
         /// The socket path, directory or port range tried.
         address: String,
@@ -291,7 +290,7 @@ pub enum Error {
     },
 
     /// An I/O error the host hit on its own side (binding a broker socket, a temp dir).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What the host was doing.
         context: String,

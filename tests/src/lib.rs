@@ -223,6 +223,31 @@ pub async fn many_callers_spread_over_connections(
     connections
 }
 
+/// The messages of `error` and each of its sources, outermost first.
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut chain = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
+/// Asserts that no message in `error`'s chain repeats the message of its source, so that a
+/// host printing the whole chain says each cause once.
+pub fn assert_each_cause_said_once(error: &(dyn std::error::Error + 'static)) {
+    let chain = cause_chain(error);
+    for pair in chain.windows(2) {
+        assert!(
+            !pair[0].contains(&pair[1]),
+            "{:?} repeats its source {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
 /// The AutoMTLS policy for a test run with (`Require`, so that a plugin that did not take up
 /// the certificate fails the test) or without (`Off`) mutual TLS.
 pub fn mtls_policy(on: bool) -> plinth::AutoMtls {

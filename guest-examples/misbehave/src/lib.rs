@@ -12,6 +12,8 @@
 //! - `env:NAME`: answers the value of environment variable `NAME`;
 //! - `read:PATH`: answers the contents of the file at `PATH`;
 //! - `connect:ADDR`: tries to open a TCP connection to `ADDR`;
+//! - `symlink:TARGET>LINK`: creates a symbolic link at `LINK` pointing to `TARGET`;
+//! - `big:N`: answers `N` bytes;
 //! - anything else: answers the key itself.
 //!
 //! `put` always succeeds and stores nothing.
@@ -27,6 +29,23 @@ use plinth::host::logging::{self, Field, Level};
 use std::io::Write;
 
 struct Misbehave;
+
+unsafe extern "C" {
+    /// wasi-libc's `symlink`, which resolves `link` against the preopened directories.
+    #[link_name = "symlink"]
+    fn libc_symlink(target: *const std::ffi::c_char, link: *const std::ffi::c_char) -> i32;
+}
+
+/// Creates a symbolic link at `link` pointing to `target` (std's is not stable on WASI).
+fn symlink(target: &str, link: &str) -> std::io::Result<()> {
+    let target = std::ffi::CString::new(target)?;
+    let link = std::ffi::CString::new(link)?;
+    // SAFETY: both are NUL-terminated strings that outlive the call.
+    match unsafe { libc_symlink(target.as_ptr(), link.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
 
 #[inline(never)]
 fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
@@ -106,6 +125,18 @@ impl Guest for Misbehave {
                 }
                 if let Some(path) = other.strip_prefix("read:") {
                     return std::fs::read(path).map_err(|e| format!("read {path}: {e}"));
+                }
+                if let Some(spec) = other.strip_prefix("symlink:") {
+                    let (target, link) = spec
+                        .split_once('>')
+                        .ok_or_else(|| format!("symlink:{spec} is not TARGET>LINK"))?;
+                    return symlink(target, link)
+                        .map(|()| b"linked".to_vec())
+                        .map_err(|e| format!("symlink {link} -> {target}: {e}"));
+                }
+                if let Some(count) = other.strip_prefix("big:") {
+                    let count: usize = count.parse().map_err(|e| format!("big:{count}: {e}"))?;
+                    return Ok(vec![7u8; count]);
                 }
                 if let Some(addr) = other.strip_prefix("connect:") {
                     return std::net::TcpStream::connect(addr)

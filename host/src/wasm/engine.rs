@@ -6,16 +6,16 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::{Error, Result};
 use crate::secure::Checksum;
-use crate::wasm::cache::{self, CacheOutcome};
+use crate::wasm::cache::{self, CacheLocation, CacheOutcome};
 use crate::wasm::limits::CoarseClock;
 
 /// How often the epoch advances; the granularity of call deadlines and of cooperative yields.
@@ -58,7 +58,8 @@ pub struct Engine {
 struct EngineInner {
     engine: wasmtime::Engine,
     clock: CoarseClock,
-    compatibility: String,
+    /// sha256 over wasmtime's compatibility hash: which artifacts this engine can load.
+    compatibility: [u8; 32],
     compiled: Mutex<HashMap<Checksum, Component>>,
 }
 
@@ -83,12 +84,12 @@ impl Engine {
             wasmtime::Engine::new(&Self::wasmtime_config(config)).map_err(|e| Error::Config {
                 reason: format!("cannot create the wasm engine: {e}"),
             })?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = DigestHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let inner = Arc::new(EngineInner {
             engine,
             clock: CoarseClock::new(),
-            compatibility: format!("{:016x}", hasher.finish()),
+            compatibility: hasher.0.finalize().into(),
             compiled: Mutex::new(HashMap::new()),
         });
         spawn_ticker(Arc::downgrade(&inner));
@@ -138,7 +139,7 @@ impl Engine {
         plugin: &str,
         bytes: Arc<[u8]>,
         checksum: Checksum,
-        cache_dir: Option<&Path>,
+        cache: Option<&CacheLocation>,
     ) -> Result<(Component, CacheOutcome)> {
         if let Some(component) = self.memory_hit(&checksum) {
             tracing::debug!(plugin, %checksum, "component found compiled in memory");
@@ -146,11 +147,12 @@ impl Engine {
         }
         let engine = self.clone();
         let owned_plugin = plugin.to_owned();
-        let cache_dir = cache_dir.map(Path::to_owned);
+        let cache = cache.cloned();
         let (component, outcome) = tokio::task::spawn_blocking(move || {
-            let entry = cache_dir
-                .as_deref()
-                .map(|dir| cache::Entry::new(dir, &checksum, &engine.inner.compatibility));
+            let cache = cache.as_ref().map(cache::Cache::open).transpose()?;
+            let entry = cache
+                .as_ref()
+                .map(|cache| cache.entry(&checksum, &engine.inner.compatibility));
             cache::load_or_compile(&engine.inner.engine, &owned_plugin, &bytes, entry.as_ref())
         })
         .await
@@ -173,6 +175,23 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         compiled.get(checksum).cloned()
+    }
+}
+
+/// Feeds what a `Hash` impl writes into a sha256, so the digest covers all of it (a
+/// `DefaultHasher` would keep 64 bits).
+struct DigestHasher(Sha256);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        digest[..8]
+            .iter()
+            .fold(0, |value, byte| value << 8 | u64::from(*byte))
     }
 }
 

@@ -160,6 +160,7 @@ impl Loaded {
         };
         let mut linker = Linker::new(self.engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
+        crate::wasm::symlinks::add_to_linker(&mut linker).map_err(link_error)?;
         crate::wasm::logging::add_to_linker(&mut linker).map_err(link_error)?;
         add_imports(&mut linker)?;
         if unknown_imports_trap {

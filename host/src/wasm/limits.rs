@@ -3,7 +3,9 @@
 //! Memory is bounded per instance by a `ResourceLimiter` that turns a growth past the limit into
 //! a trap carrying [`MemoryLimitExceeded`]; time is bounded per call by epoch interruption (see
 //! the engine's ticker), which yields to the async runtime every tick and stops the guest with
-//! [`DeadlineExceeded`] once the deadline has passed.
+//! [`DeadlineExceeded`] once the deadline has passed. Time spent awaiting the host (an async
+//! host import) counts too: the whole call runs under a wall-clock timer that drops it at the
+//! deadline.
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +30,14 @@ pub struct Limits {
     pub max_instances: usize,
     /// Largest table an instance may grow to, in elements. Default: 1 000 000.
     pub max_table_elements: usize,
+    /// Most host memory, in bytes, one call may take to receive the values the guest hands
+    /// over (the arguments of a host import, the results of an export); `None` for four times
+    /// [`max_memory`](Limits::max_memory), which fits any value the guest's memory can hold
+    /// through typed bindings (a Rust `String` or `Vec` header is three times the size of the
+    /// guest's). Dynamic calls ([`Dynamic`](super::Dynamic)) hold every list element as a
+    /// `Val` of 32 bytes or more and reach the limit sooner. A call past it fails with
+    /// [`Error::TooMuchData`](crate::Error::TooMuchData). Default: `None`.
+    pub max_host_copy: Option<usize>,
 }
 
 impl Default for Limits {
@@ -37,7 +47,16 @@ impl Default for Limits {
             call_timeout: Some(Duration::from_secs(30)),
             max_instances: 16,
             max_table_elements: 1_000_000,
+            max_host_copy: None,
         }
+    }
+}
+
+impl Limits {
+    /// The host-copy limit in force: [`Limits::max_host_copy`], or four times the memory limit.
+    pub fn host_copy_limit(&self) -> usize {
+        self.max_host_copy
+            .unwrap_or_else(|| self.max_memory.saturating_mul(4))
     }
 }
 
@@ -169,5 +188,44 @@ impl CallDeadline {
 
     pub(crate) fn passed(&self) -> bool {
         self.at_ms.is_some_and(|at| self.clock.now_ms() >= at)
+    }
+
+    /// When the call must stop, in the clock's milliseconds; `None` for no deadline.
+    pub(crate) fn at_ms(&self) -> Option<u64> {
+        self.at_ms
+    }
+}
+
+impl CoarseClock {
+    /// Runs `future` until it completes or the clock reaches `at_ms`, whichever is first; the
+    /// future is dropped when the deadline passes.
+    ///
+    /// The epoch deadline only counts time spent running wasm; this counts wall-clock time,
+    /// so a call that awaits a host import past its deadline is stopped too. A call that
+    /// completes without waiting (most do) never arms a timer.
+    pub(crate) async fn bounded<F: Future>(
+        &self,
+        at_ms: Option<u64>,
+        future: F,
+    ) -> Result<F::Output, DeadlineExceeded> {
+        let Some(at_ms) = at_ms else {
+            return Ok(future.await);
+        };
+        let mut future = std::pin::pin!(future);
+        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Ok(output));
+            }
+            let timer = timer.get_or_insert_with(|| {
+                let left = at_ms.saturating_sub(self.now_ms());
+                Box::pin(tokio::time::sleep(Duration::from_millis(left)))
+            });
+            match timer.as_mut().poll(cx) {
+                std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(DeadlineExceeded)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 }

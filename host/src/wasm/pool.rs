@@ -6,13 +6,20 @@
 //! further callers wait. A call that fails in the guest — a trap, a deadline, the memory limit —
 //! discards its instance; the next call gets a fresh one. A call whose caller goes away mid-call
 //! discards its instance too, since it never returns to the pool.
+//!
+//! Each instance has an identity so that a call can ask for one instance in particular: a guest
+//! resource lives in the instance that created it, and every call that uses it must run there
+//! (see [`super::resource`]). Such a call waits for that instance, which is handed to it
+//! directly when the call holding it ends, and fails with [`Error::StaleResource`] once the
+//! instance is gone.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use futures::future::BoxFuture;
-use tokio::sync::Notify;
-use wasmtime::component::InstancePre;
+use tokio::sync::{Notify, oneshot};
+use wasmtime::component::{InstancePre, ResourceAny};
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::error::{Error, Result};
@@ -69,7 +76,7 @@ macro_rules! wasm_bindings {
 
 /// Instances of one plugin serving calls through the bindings `B`.
 pub struct Pool<B: Bindings> {
-    inner: Arc<PoolInner<B>>,
+    pub(crate) inner: Arc<PoolInner<B>>,
 }
 
 impl<B: Bindings> Clone for Pool<B> {
@@ -80,19 +87,66 @@ impl<B: Bindings> Clone for Pool<B> {
     }
 }
 
-struct PoolInner<B: Bindings> {
+pub(crate) struct PoolInner<B: Bindings> {
     loaded: Arc<Loaded>,
     pre: B::Pre,
-    idle: Mutex<Vec<Slot<B>>>,
+    idle: Mutex<Idle<B>>,
     /// Instances that exist or are being created: idle, serving a call, or instantiating.
     live: AtomicUsize,
     /// Signalled whenever an instance becomes idle or goes away, and on kill.
     changed: Notify,
+    /// The identity the next instance gets.
+    next_id: AtomicU64,
 }
 
-struct Slot<B> {
-    store: Store<HostState>,
-    bindings: B,
+/// The idle instances, and the calls waiting for one instance in particular.
+struct Idle<B> {
+    slots: Vec<Slot<B>>,
+    /// By instance: the calls waiting for it, first come first served. An instance that has
+    /// waiters is handed to the first of them when its call ends, never put back idle.
+    waiting: HashMap<u64, VecDeque<oneshot::Sender<Slot<B>>>>,
+}
+
+pub(crate) struct Slot<B> {
+    pub(crate) store: Store<HostState>,
+    pub(crate) bindings: B,
+    pub(crate) state: Arc<SlotState>,
+}
+
+/// One instance's identity and what lives in it, shared with the resources it created.
+pub(crate) struct SlotState {
+    id: u64,
+    /// Cleared (under the pool's idle lock) when the instance is discarded.
+    alive: AtomicBool,
+    /// Host handles to guest resources of this instance that are not yet dropped. An instance
+    /// with resources is never dropped to shrink the pool.
+    pub(crate) resources: AtomicUsize,
+    /// Resources the host dropped whose guest destructors have yet to run in this instance.
+    pending_drops: Mutex<Vec<ResourceAny>>,
+    has_pending_drops: AtomicBool,
+}
+
+impl SlotState {
+    fn new(id: u64) -> SlotState {
+        SlotState {
+            id,
+            alive: AtomicBool::new(true),
+            resources: AtomicUsize::new(0),
+            pending_drops: Mutex::new(Vec::new()),
+            has_pending_drops: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the instance still exists.
+    pub(crate) fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Queues `resource` to be dropped in the guest the next time the instance is leased.
+    pub(crate) fn queue_drop(&self, resource: ResourceAny) {
+        lock(&self.pending_drops).push(resource);
+        self.has_pending_drops.store(true, Ordering::Release);
+    }
 }
 
 /// A claim on one of the pool's `max_instances` places; dropping it frees the place.
@@ -110,30 +164,103 @@ impl<B: Bindings> Drop for Reservation<'_, B> {
 /// An instance taken from the pool for one call.
 ///
 /// Dropping it without [`Lease::give_back`] (an error, or a caller that went away mid-call)
-/// drops the instance and frees its place.
-struct Lease<'p, B: Bindings> {
-    reservation: Reservation<'p, B>,
-    slot: Slot<B>,
+/// discards the instance: resources it held become stale, calls waiting for it fail, and its
+/// place is freed.
+pub(crate) struct Lease<'p, B: Bindings> {
+    reservation: Option<Reservation<'p, B>>,
+    slot: Option<Slot<B>>,
 }
 
-impl<B: Bindings> Lease<'_, B> {
-    /// Returns the instance to the idle list, unless the plugin was killed meanwhile.
-    fn give_back(self) {
-        let Lease { reservation, slot } = self;
+impl<'p, B: Bindings> Lease<'p, B> {
+    fn new(pool: &'p PoolInner<B>, slot: Slot<B>) -> Lease<'p, B> {
+        Lease {
+            reservation: Some(Reservation { pool }),
+            slot: Some(slot),
+        }
+    }
+
+    pub(crate) fn slot(&mut self) -> &mut Slot<B> {
+        self.slot
+            .as_mut()
+            .expect("a lease holds its slot until it ends")
+    }
+
+    /// Returns the instance: to the first call waiting for it, else to the idle list (unless
+    /// the plugin was killed meanwhile, which discards it).
+    pub(crate) fn give_back(mut self) {
+        let (Some(reservation), Some(slot)) = (self.reservation.take(), self.slot.take()) else {
+            return;
+        };
         let pool = reservation.pool;
         if pool.loaded.is_killed() {
+            pool.discard(slot);
             return;
         }
-        pool.lock_idle().push(slot);
-        // The place stays taken: the idle instance holds it.
+        // The place stays taken: the instance holds it, idle or handed on.
         std::mem::forget(reservation);
+        let mut idle = pool.lock_idle();
+        let id = slot.state.id;
+        let mut slot = Some(slot);
+        if let Some(waiters) = idle.waiting.get_mut(&id) {
+            while let Some(waiter) = waiters.pop_front() {
+                let Some(offered) = slot.take() else { break };
+                // A caller that went away hands it back: on to the next one.
+                if let Err(returned) = waiter.send(offered) {
+                    slot = Some(returned);
+                } else {
+                    break;
+                }
+            }
+            if waiters.is_empty() {
+                idle.waiting.remove(&id);
+            }
+        }
+        let Some(slot) = slot else {
+            return;
+        };
+        idle.slots.push(slot);
+        drop(idle);
         pool.changed.notify_one();
     }
 }
 
+impl<B: Bindings> Drop for Lease<'_, B> {
+    fn drop(&mut self) {
+        if let (Some(reservation), Some(slot)) = (self.reservation.take(), self.slot.take()) {
+            reservation.pool.discard(slot);
+            drop(reservation);
+        }
+    }
+}
+
+/// Waits for one instance in particular. Dropped after the instance was sent but before it
+/// was taken (the caller went away), it gives the instance back instead of losing it.
+struct Handoff<'p, B: Bindings> {
+    pool: &'p PoolInner<B>,
+    receiver: oneshot::Receiver<Slot<B>>,
+}
+
+impl<B: Bindings> Drop for Handoff<'_, B> {
+    fn drop(&mut self) {
+        if let Ok(slot) = self.receiver.try_recv() {
+            // It still holds its place.
+            let reservation = Reservation { pool: self.pool };
+            Lease {
+                reservation: Some(reservation),
+                slot: Some(slot),
+            }
+            .give_back();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl<B: Bindings> PoolInner<B> {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Slot<B>>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_idle(&self) -> MutexGuard<'_, Idle<B>> {
+        lock(&self.idle)
     }
 
     fn max_instances(&self) -> usize {
@@ -153,19 +280,38 @@ impl<B: Bindings> PoolInner<B> {
 
     /// An idle instance, with the place it already holds.
     fn pop_idle(&self) -> Option<Lease<'_, B>> {
-        let slot = self.lock_idle().pop()?;
-        Some(Lease {
-            reservation: Reservation { pool: self },
-            slot,
-        })
+        let slot = self.lock_idle().slots.pop()?;
+        Some(Lease::new(self, slot))
     }
 
-    /// Removes idle instances until at most `keep` remain.
+    /// Marks `slot`'s instance gone and fails the calls waiting for it. The instance itself is
+    /// dropped with `slot`.
+    fn discard(&self, slot: Slot<B>) {
+        let waiters = {
+            let mut idle = self.lock_idle();
+            slot.state.alive.store(false, Ordering::Release);
+            idle.waiting.remove(&slot.state.id)
+        };
+        // Dropping the senders tells each waiter its instance is gone.
+        drop(waiters);
+        drop(slot);
+    }
+
+    /// Removes idle instances that hold no resources until at most `keep` remain idle.
     fn drop_idle(&self, keep: usize) {
         let dropped: Vec<Slot<B>> = {
             let mut idle = self.lock_idle();
-            let keep = keep.min(idle.len());
-            idle.drain(keep..).collect()
+            let mut dropped = Vec::new();
+            let mut index = idle.slots.len();
+            while idle.slots.len() > keep && index > 0 {
+                index -= 1;
+                if idle.slots[index].state.resources.load(Ordering::Acquire) == 0 {
+                    let slot = idle.slots.swap_remove(index);
+                    slot.state.alive.store(false, Ordering::Release);
+                    dropped.push(slot);
+                }
+            }
+            dropped
         };
         if !dropped.is_empty() {
             self.live.fetch_sub(dropped.len(), Ordering::AcqRel);
@@ -182,7 +328,19 @@ pub(crate) trait Drain: Send + Sync {
 
 impl<B: Bindings> Drain for PoolInner<B> {
     fn drain(&self) {
-        self.drop_idle(0);
+        let (slots, waiting) = {
+            let mut idle = self.lock_idle();
+            for slot in &idle.slots {
+                slot.state.alive.store(false, Ordering::Release);
+            }
+            (
+                std::mem::take(&mut idle.slots),
+                std::mem::take(&mut idle.waiting),
+            )
+        };
+        self.live.fetch_sub(slots.len(), Ordering::AcqRel);
+        drop(waiting);
+        drop(slots);
         self.changed.notify_waiters();
     }
 }
@@ -194,9 +352,13 @@ impl<B: Bindings> Pool<B> {
             reason: describe(&e),
         })?;
         let inner = Arc::new(PoolInner {
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(Idle {
+                slots: Vec::new(),
+                waiting: HashMap::new(),
+            }),
             live: AtomicUsize::new(0),
             changed: Notify::new(),
+            next_id: AtomicU64::new(0),
             pre,
             loaded,
         });
@@ -213,10 +375,15 @@ impl<B: Bindings> Pool<B> {
     /// Runs `call` on an idle or new instance, under the plugin's deadline and memory limit.
     ///
     /// The async closure receives the instance's bindings and store and awaits a generated
-    /// `call_*` method; it may borrow the caller's arguments. A guest failure becomes [`Error::Trap`], [`Error::Timeout`]
-    /// or [`Error::OutOfMemory`] (or the host's own [`Error`], when a host import failed), and
-    /// the instance is discarded. When all `max_instances` instances are busy, the call waits
-    /// for one.
+    /// `call_*` method; it may borrow the caller's arguments. A guest failure becomes
+    /// [`Error::Trap`], [`Error::Timeout`] or [`Error::OutOfMemory`] (or the host's own
+    /// [`Error`], when a host import failed), and the instance is discarded. The deadline is
+    /// wall-clock time for the whole call, time spent awaiting the host's own imports
+    /// included. When all `max_instances` instances are busy, the call waits for one.
+    ///
+    /// A call that passes or returns a guest resource must run on the instance that holds
+    /// the resource: use [`Pool::call_on`], [`Pool::call_new`] or [`Pool::call_with`] for
+    /// those, never keep a `ResourceAny` from this method.
     ///
     /// ```ignore
     /// let value = pool
@@ -227,20 +394,67 @@ impl<B: Bindings> Pool<B> {
     where
         F: AsyncFnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
     {
-        let mut lease = self.lease().await?;
-        let slot = &mut lease.slot;
-        start_deadline(&mut slot.store, self.inner.loaded.limits().call_timeout);
-        match call(&slot.bindings, &mut slot.store).await {
-            Ok(value) => {
+        let lease = self.lease().await?;
+        self.run(lease, call).await
+    }
+
+    /// Runs `call` on the leased instance within the plugin's deadline; gives the instance
+    /// back when the call succeeded, discards it otherwise.
+    pub(crate) async fn run<R, F>(&self, mut lease: Lease<'_, B>, call: F) -> Result<R>
+    where
+        F: AsyncFnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
+    {
+        let timeout = self.inner.loaded.limits().call_timeout;
+        let slot = lease.slot();
+        self.flush_drops(slot).await?;
+        start_deadline(&mut slot.store, timeout);
+        let deadline = slot.store.data().deadline.at_ms();
+        let clock = self.inner.loaded.engine().clock();
+        let answer = clock
+            .bounded(deadline, call(&slot.bindings, &mut slot.store))
+            .await;
+        match answer {
+            Ok(Ok(value)) => {
                 lease.give_back();
                 Ok(value)
             }
-            Err(e) => Err(self.classify(e)),
+            Ok(Err(e)) => Err(self.classify(e)),
+            // The call future, with any host import it was awaiting, is dropped here, and the
+            // instance with the lease.
+            Err(DeadlineExceeded) => Err(self.timeout()),
         }
     }
 
+    /// Runs the guest destructors of resources the host dropped since the instance last ran.
+    async fn flush_drops(&self, slot: &mut Slot<B>) -> Result<()> {
+        if !slot.state.has_pending_drops.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut *lock(&slot.state.pending_drops));
+        start_deadline(&mut slot.store, self.inner.loaded.limits().call_timeout);
+        let deadline = slot.store.data().deadline.at_ms();
+        let clock = self.inner.loaded.engine().clock();
+        for resource in pending {
+            let dropped = clock
+                .bounded(deadline, resource.resource_drop_async(&mut slot.store))
+                .await;
+            slot.state.resources.fetch_sub(1, Ordering::AcqRel);
+            match dropped {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(self.classify(e)),
+                Err(DeadlineExceeded) => return Err(self.timeout()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the plugin was killed.
+    pub(crate) fn inner_is_killed(&self) -> bool {
+        self.inner.loaded.is_killed()
+    }
+
     /// An idle instance, a new one, or — when `max_instances` exist — the next one freed.
-    async fn lease(&self) -> Result<Lease<'_, B>> {
+    pub(crate) async fn lease(&self) -> Result<Lease<'_, B>> {
         let inner = &*self.inner;
         loop {
             if inner.loaded.is_killed() {
@@ -251,18 +465,57 @@ impl<B: Bindings> Pool<B> {
             }
             if let Some(reservation) = inner.reserve() {
                 let slot = self.instantiate().await?;
-                return Ok(Lease { reservation, slot });
+                return Ok(Lease {
+                    reservation: Some(reservation),
+                    slot: Some(slot),
+                });
             }
             // All places are taken: wait for one to change hands. Registered before looking
             // again, so a place freed in between is not missed.
             let changed = inner.changed.notified();
             let mut changed = std::pin::pin!(changed);
             changed.as_mut().enable();
-            let free = !inner.lock_idle().is_empty()
+            let free = !inner.lock_idle().slots.is_empty()
                 || inner.live.load(Ordering::Acquire) < inner.max_instances();
             if !free && !inner.loaded.is_killed() {
                 changed.await;
             }
+        }
+    }
+
+    /// The instance `state` names: taken from the idle list, or handed over by the call that
+    /// holds it when that call ends. Fails with [`Error::StaleResource`] once the instance is
+    /// gone (`resource` names what needed it) and [`Error::Killed`] after a kill.
+    pub(crate) async fn lease_on(
+        &self,
+        state: &Arc<SlotState>,
+        resource: &str,
+    ) -> Result<Lease<'_, B>> {
+        let inner = &*self.inner;
+        if inner.loaded.is_killed() {
+            return Err(self.killed());
+        }
+        let receiver = {
+            let mut idle = inner.lock_idle();
+            if !state.alive() {
+                return Err(self.stale(resource));
+            }
+            if let Some(index) = idle.slots.iter().position(|s| s.state.id == state.id) {
+                let slot = idle.slots.swap_remove(index);
+                return Ok(Lease::new(inner, slot));
+            }
+            let (sender, receiver) = oneshot::channel();
+            idle.waiting.entry(state.id).or_default().push_back(sender);
+            receiver
+        };
+        let mut handoff = Handoff {
+            pool: inner,
+            receiver,
+        };
+        match (&mut handoff.receiver).await {
+            Ok(slot) => Ok(Lease::new(inner, slot)),
+            Err(_) if inner.loaded.is_killed() => Err(self.killed()),
+            Err(_) => Err(self.stale(resource)),
         }
     }
 
@@ -287,19 +540,24 @@ impl<B: Bindings> Pool<B> {
                 break;
             };
             let slot = self.instantiate().await?;
-            Lease { reservation, slot }.give_back();
+            Lease {
+                reservation: Some(reservation),
+                slot: Some(slot),
+            }
+            .give_back();
         }
         Ok(self.idle_instances())
     }
 
-    /// Drops idle instances until at most `keep` remain, returning their memory.
+    /// Drops idle instances until at most `keep` remain, returning their memory. Instances
+    /// that hold resources the host still uses are kept.
     pub fn shrink(&self, keep: usize) {
         self.inner.drop_idle(keep);
     }
 
     /// How many instances are idle in the pool now.
     pub fn idle_instances(&self) -> usize {
-        self.inner.lock_idle().len()
+        self.inner.lock_idle().slots.len()
     }
 
     async fn instantiate(&self) -> Result<Slot<B>> {
@@ -313,6 +571,7 @@ impl<B: Bindings> Pool<B> {
         let state = HostState::new(name, wasi, StoreLimiter::new(loaded.limits()), deadline);
         let mut store = Store::new(loaded.engine().wasmtime(), state);
         store.limiter(|state| &mut state.limiter);
+        store.set_hostcall_fuel(loaded.limits().host_copy_limit());
         store.epoch_deadline_callback(|store| {
             if store.data().deadline.passed() {
                 return Err(DeadlineExceeded.into());
@@ -321,30 +580,50 @@ impl<B: Bindings> Pool<B> {
         });
         // Instantiation runs guest code (initializers), so it is bounded like a call.
         start_deadline(&mut store, loaded.limits().call_timeout);
-        let bindings = B::instantiate(&self.inner.pre, &mut store)
-            .await
-            .map_err(|e| match self.classify(e) {
-                Error::Trap { plugin, message } => Error::Instantiate {
-                    plugin,
-                    reason: message,
-                },
-                other => other,
-            })?;
+        let at = store.data().deadline.at_ms();
+        let instantiated = loaded
+            .engine()
+            .clock()
+            .bounded(at, B::instantiate(&self.inner.pre, &mut store))
+            .await;
+        let bindings = match instantiated {
+            Ok(Ok(bindings)) => bindings,
+            Ok(Err(e)) => {
+                return Err(match self.classify(e) {
+                    Error::Trap { plugin, message } => Error::Instantiate {
+                        plugin,
+                        reason: message,
+                    },
+                    other => other,
+                });
+            }
+            Err(DeadlineExceeded) => return Err(self.timeout()),
+        };
         tracing::trace!(plugin = loaded.name(), "new instance");
-        Ok(Slot { store, bindings })
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            store,
+            bindings,
+            state: Arc::new(SlotState::new(id)),
+        })
     }
 
-    fn classify(&self, error: wasmtime::Error) -> Error {
+    pub(crate) fn classify(&self, error: wasmtime::Error) -> Error {
         let plugin = self.plugin_name().to_owned();
         if error.is::<DeadlineExceeded>() {
-            let limit = self.inner.loaded.limits().call_timeout.unwrap_or_default();
-            return Error::Timeout { plugin, limit };
+            return self.timeout();
         }
         if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
             return Error::OutOfMemory {
                 plugin,
                 requested: exceeded.requested,
                 limit: exceeded.limit,
+            };
+        }
+        if is_host_copy_exhausted(&error) {
+            return Error::TooMuchData {
+                plugin,
+                limit: self.inner.loaded.limits().host_copy_limit(),
             };
         }
         match error.downcast::<Error>() {
@@ -356,11 +635,34 @@ impl<B: Bindings> Pool<B> {
         }
     }
 
-    fn killed(&self) -> Error {
+    fn timeout(&self) -> Error {
+        Error::Timeout {
+            plugin: self.plugin_name().to_owned(),
+            limit: self.inner.loaded.limits().call_timeout.unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn stale(&self, resource: &str) -> Error {
+        Error::StaleResource {
+            plugin: self.plugin_name().to_owned(),
+            resource: resource.to_owned(),
+        }
+    }
+
+    pub(crate) fn killed(&self) -> Error {
         Error::Killed {
             plugin: self.plugin_name().to_owned(),
         }
     }
+}
+
+/// Whether wasmtime stopped a call because the values the guest handed over needed more host
+/// memory than the store's hostcall fuel allows. wasmtime reports it with an error type of
+/// its own that it does not export, so its message is what identifies it.
+fn is_host_copy_exhausted(error: &wasmtime::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.to_string().contains("fuel allocated for hostcalls"))
 }
 
 /// Bounds the guest code about to run in `store` by `timeout`.

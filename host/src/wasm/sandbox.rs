@@ -4,6 +4,11 @@
 //! random numbers are always available. [`Grants`] adds directories (read-only or read-write),
 //! environment variables and the host's stdin (go-plugin's TTY preservation counterpart). The
 //! network stays closed: there is no grant for it.
+//!
+//! A read-write grant lets the guest create symbolic links, but only to relative targets
+//! without `..`: WASI's own resolution keeps the guest inside the grant
+//! whatever a link says, but host programs reading the directory afterwards follow links the
+//! ordinary way, so a link the guest leaves behind must not point outside it.
 
 use std::path::{Path, PathBuf};
 

@@ -27,12 +27,12 @@ pub enum CallError {
     Remote(String),
 
     /// The argument could not be encoded.
-    #[error("cannot encode the argument: {0}")]
+    #[error("cannot encode the argument")]
     Encode(#[source] GobError),
 
     /// The reply could not be decoded or converted to the type asked for; the stream stays
     /// usable.
-    #[error("cannot decode the reply: {0}")]
+    #[error("cannot decode the reply")]
     Decode(#[source] GobError),
 
     /// The stream broke or the plugin sent data that cannot be read; no call on it can finish.
