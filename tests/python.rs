@@ -131,6 +131,7 @@ async fn requiring_auto_mtls_refuses_the_python_plugin_and_reaps_it() {
         }
         other => panic!("expected AutoMtlsUnsupported, got {other:?}"),
     }
+    plinth_interop::assert_each_cause_said_once(&error);
     let pid = pid_file.pid();
     assert!(reaped(pid), "plugin {pid} outlived the refused start");
     assert!(

@@ -590,7 +590,9 @@ async fn a_certificate_the_host_did_not_offer_is_refused() {
     let config = command("kv-plugin")
         .auto_mtls(AutoMtls::Off)
         .env("PLUGIN_CLIENT_CERT", stale.cert_pem());
-    match start_error(config).await {
+    let error = Client::start(config).await.expect_err("refused");
+    plinth_interop::assert_each_cause_said_once(&error);
+    match wire(error) {
         WireError::UnexpectedCertificate { plugin, line } => {
             assert_eq!(plugin, "kv-plugin");
             let fields: Vec<&str> = line.split('|').collect();
