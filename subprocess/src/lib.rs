@@ -20,6 +20,7 @@ pub mod serve;
 pub mod stdio;
 pub mod transport;
 
+mod auto_mtls;
 mod child;
 mod connection;
 mod controller;
@@ -28,6 +29,7 @@ mod health;
 mod mux;
 mod process;
 
+pub use auto_mtls::AutoMtls;
 pub use broker::{Broker, BrokerServer};
 pub use connection::{
     Config, Connection, DEFAULT_KILL_GRACE, DEFAULT_START_TIMEOUT, cleanup_clients,
