@@ -948,3 +948,57 @@ async fn start_failures_say_each_cause_once() {
     .unwrap_err();
     plinth_interop::assert_each_cause_said_once(&error);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_broken_while_the_plugin_lives_is_dialed_again() {
+    for (mtls, multiplex) in [(false, false), (true, false), (false, true), (true, true)] {
+        let case = format!("mtls={mtls} multiplex={multiplex}");
+        let (client, kv) = kv_of(
+            bad("bigheader")
+                .auto_mtls(plinth_interop::mtls_policy(mtls))
+                .multiplex(multiplex),
+        )
+        .await;
+        assert_eq!(client.connection().unwrap().tls(), mtls, "{case}");
+        kv.put("k", b"v").await.unwrap();
+        // Each time: the call whose answer broke the connection fails with the connection's
+        // own error, typed; the plugin still runs, and the calls after it are answered.
+        for round in 0..3 {
+            let error = kv.get("big-header").await.expect_err("a 1 MiB header");
+            let WireError::Rpc { status, .. } = wire(error) else {
+                panic!("{case} round {round}: expected the call's gRPC error");
+            };
+            let chain = plinth_interop::cause_chain(status.as_ref());
+            assert!(
+                std::iter::successors(std::error::Error::source(status.as_ref()), |e| e.source())
+                    .any(|cause| cause
+                        .downcast_ref::<h2::Error>()
+                        .is_some_and(h2::Error::is_go_away)),
+                "{case} round {round}: the cause is not the connection's GOAWAY: {chain:?}"
+            );
+            let mut callers = tokio::task::JoinSet::new();
+            for _ in 0..32 {
+                let kv = kv.clone();
+                callers.spawn(async move { kv.get("k").await });
+            }
+            while let Some(answer) = callers.join_next().await {
+                let answer = answer.unwrap();
+                assert_eq!(answer.unwrap_or_else(|e| panic!("{case}: {e}")), b"v");
+            }
+        }
+        assert!(!client.connection().unwrap().exited(), "{case}");
+
+        // A plugin that is gone is not dialed in a loop: its calls fail with its exit.
+        let pid = client.connection().unwrap().pid().unwrap();
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        for _ in 0..3 {
+            let error = kv.get("k").await.expect_err("the plugin is gone");
+            assert!(
+                matches!(wire(error), WireError::Exited { .. }),
+                "{case}: a call after the plugin died"
+            );
+        }
+        client.kill().await;
+    }
+}

@@ -1049,16 +1049,19 @@ async fn connect(
         Wire::NetRpc(Arc::new(session))
     } else {
         // Under load a channel opens more connections to the plugin's listener; a
-        // multiplexed session's streams stay on the one the handshake gave.
+        // multiplexed session's streams stay on the one the handshake gave, so it grows no
+        // further, but a broken connection is replaced by a new stream on either.
         let (first, dialer, mux) = if parsed.multiplex && config.multiplex {
             let (mux, drive) = Mux::start(io);
             tasks.spawn(drive);
             let first = dialing.step(ConnectStep::Yamux, mux.open()).await?;
-            (first, None, Some(mux))
+            let dialer = mux.dialer(tls_client.clone());
+            (first, dialer, Some(mux))
         } else {
             let dialer = transport::dialer(parsed.address.clone(), tls_client.clone());
-            (io, Some(dialer), None)
+            (io, dialer, None)
         };
+        let grow = mux.is_none();
         let first = match &tls_client {
             Some(tls_config) => {
                 let handshake = transport::tls_connect(first, tls_config.clone());
@@ -1069,7 +1072,7 @@ async fn connect(
         let channel = dialing
             .step(
                 ConnectStep::Http2,
-                transport::answered_channel(first, dialer),
+                transport::answered_channel(first, dialer, grow),
             )
             .await?;
         let (broker, run_broker) =

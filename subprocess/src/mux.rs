@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_yamux::{Config, Control, Session};
 
-use crate::transport::{BoxIo, Incoming};
+use crate::transport::{BoxIo, Dialer, Incoming, tls_connect};
 
 /// The host's end of a multiplexed connection. Cheap to clone.
 #[derive(Clone)]
@@ -72,6 +72,27 @@ impl Mux {
             .await
             .map_err(|error| io::Error::new(io::ErrorKind::ConnectionAborted, error.to_string()))?;
         Ok(Box::new(stream))
+    }
+
+    /// A dialer for the plugin's main gRPC server: a new stream, opened while no knock is
+    /// pending (the plugin gives a stream that follows no knock to its main server), under
+    /// TLS when `tls` is given.
+    pub(crate) fn dialer(&self, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer {
+        let mux = self.clone();
+        Arc::new(move || {
+            let mux = mux.clone();
+            let tls = tls.clone();
+            Box::pin(async move {
+                let io = {
+                    let _serial = mux.dial_lock().await;
+                    mux.open().await?
+                };
+                match tls {
+                    Some(config) => tls_connect(io, config).await,
+                    None => Ok(io),
+                }
+            })
+        })
     }
 
     /// Serialises dials: a knock and its stream must not interleave with another's.

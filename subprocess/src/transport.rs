@@ -15,7 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use http::Uri;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -333,9 +334,17 @@ pub(crate) fn once(io: BoxIo, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer 
 /// A gRPC channel to a plugin: HTTP/2 connections, each driven by its own task, that generated
 /// tonic clients call directly (`KvClient::new(channel)`).
 ///
-/// Unlike tonic's `Channel` there is no request buffer and no reconnection in between: a call
-/// goes straight to a connection, and a plugin whose connection broke is gone anyway. Clones
-/// share the connections; they close when the last clone and the last call are dropped.
+/// Unlike tonic's `Channel` there is no request buffer in between: a call goes straight to a
+/// connection. Clones share the connections; they close when the last clone and the last call
+/// are dropped.
+///
+/// A connection can break while the plugin lives (a peer's frame our HTTP/2 client refuses
+/// ends it with GOAWAY): the calls on it fail with the connection's error, the channel drops
+/// it, and when it was the last one the next call dials the plugin again (the same address,
+/// the same TLS configuration) and waits for that one dial, however many callers are waiting.
+/// A dial that fails is not retried before a backoff (from [`REDIAL_BACKOFF`], doubling up to
+/// [`MAX_REDIAL_BACKOFF`]) has passed; calls in between fail with [`ChannelError::Redial`]
+/// at once, so a plugin that is gone costs no dialing loop.
 ///
 /// Calls speak to the HTTP/2 streams themselves rather than through hyper's client: a unary
 /// request leaves as one write (headers, then the message with `END_STREAM`) and its answer
@@ -353,14 +362,15 @@ pub struct PluginChannel {
     pool: Arc<Pool>,
     /// The connection `poll_ready` chose for the next call.
     chosen: Option<Link>,
+    /// The re-dial `poll_ready` waits for.
+    redialing: Option<Shared<BoxFuture<'static, Result<(), ChannelError>>>>,
+    /// The error of the last connection `poll_ready` found broken.
+    broken: Option<Arc<h2::Error>>,
 }
 
 impl Clone for PluginChannel {
     fn clone(&self) -> PluginChannel {
-        PluginChannel {
-            pool: self.pool.clone(),
-            chosen: None,
-        }
+        PluginChannel::on(self.pool.clone())
     }
 }
 
@@ -375,9 +385,39 @@ impl std::fmt::Debug for PluginChannel {
 impl PluginChannel {
     /// How many HTTP/2 connections the channel has open now.
     pub fn connections(&self) -> usize {
-        1 + read(&self.pool.extra).len()
+        read(&self.pool.links).len()
     }
 }
+
+/// Why a call found no connection to send on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The channel's last connection broke and the channel cannot dial the plugin again (a
+    /// brokered stream that was dialed once).
+    #[error("the connection to the plugin broke, and this channel cannot dial it again")]
+    Broken {
+        /// The connection's own error.
+        #[source]
+        cause: Arc<h2::Error>,
+    },
+    /// The channel's last connection broke and dialing the plugin again failed.
+    #[error(
+        "the connection to the plugin broke, and dialing it again failed: {reason}; next attempt in {retry_in:?}"
+    )]
+    Redial {
+        /// Why the dial failed.
+        reason: String,
+        /// How long until a call may dial again.
+        retry_in: Duration,
+    },
+}
+
+/// How long after a failed re-dial the channel first waits before it dials again.
+pub const REDIAL_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The longest wait between two re-dials.
+pub const MAX_REDIAL_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The most connections a channel opens to one plugin.
 pub const MAX_CONNECTIONS: usize = 4;
@@ -386,22 +426,40 @@ pub const MAX_CONNECTIONS: usize = 4;
 pub const GROW_AT: usize = 8;
 
 /// How long opening one more connection may take (dialing, TLS, and the plugin's answer to a
-/// ping) before the channel gives up on more and keeps those it has.
-const GROW_TIMEOUT: Duration = Duration::from_secs(10);
+/// ping): past it, a growing channel keeps the connections it has, and a re-dial fails.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connections of a channel, and what it needs to open more.
 struct Pool {
-    first: Link,
-    /// Connections opened under load. One that fails is dropped from here; the first one's
-    /// failure is the plugin's.
-    extra: RwLock<Vec<Link>>,
-    /// Dials the plugin again, where more than one connection can be had.
+    /// The connections that have not broken, the oldest first. One that breaks is dropped
+    /// from here.
+    links: RwLock<Vec<Link>>,
+    /// Dials the plugin again: to replace a broken connection, and to open more under load
+    /// where `limit` allows.
     dialer: Option<Dialer>,
-    /// The most connections in all (1 for a channel without a dialer); `None` for
-    /// [`connection_limit`].
+    /// The most connections in all; `None` for [`connection_limit`].
     limit: Option<usize>,
-    grow_timeout: Duration,
+    /// How long opening one connection may take, for growth and for a re-dial.
+    dial_timeout: Duration,
     growth: Mutex<Growth>,
+    redial: Mutex<Redial>,
+}
+
+/// Whether a channel that lost its last connection is dialing the plugin again.
+enum Redial {
+    /// It has a connection, or has not needed a new one since the last success.
+    Idle {
+        /// The wait after the next failure.
+        backoff: Duration,
+    },
+    /// A dial is under way; every caller waits for this one.
+    Dialing(Shared<BoxFuture<'static, Result<(), ChannelError>>>),
+    /// The last dial failed; calls fail at once until `retry_at`.
+    Failed {
+        reason: String,
+        retry_at: tokio::time::Instant,
+        backoff: Duration,
+    },
 }
 
 /// Whether a channel is opening a connection.
@@ -418,6 +476,8 @@ impl Drop for Pool {
         if let Growth::Opening(task) = &*lock(&self.growth) {
             task.abort();
         }
+        // A re-dial's task holds only a weak reference to the pool; it ends on its own
+        // within the dial timeout, its connection dropped unused.
     }
 }
 
@@ -471,32 +531,23 @@ fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
-    /// The connection with the fewest calls in flight; opens another when even that one is
-    /// busy.
-    fn choose(self: &Arc<Pool>) -> Link {
-        let extra = read(&self.extra);
-        let mut chosen = &self.first;
-        for link in extra.iter() {
-            if link.load() < chosen.load() {
-                chosen = link;
-            }
-        }
-        let grow = chosen.load() >= GROW_AT
-            && 1 + extra.len() < self.limit.unwrap_or_else(connection_limit);
-        let chosen = chosen.clone();
-        drop(extra);
+    /// The connection with the fewest calls in flight, `None` when none is left; opens
+    /// another when even the least busy one is busy.
+    fn choose(self: &Arc<Pool>) -> Option<Link> {
+        let links = read(&self.links);
+        let chosen = links.iter().min_by_key(|link| link.load())?.clone();
+        let grow =
+            chosen.load() >= GROW_AT && links.len() < self.limit.unwrap_or_else(connection_limit);
+        drop(links);
         if grow {
             self.grow();
         }
-        chosen
+        Some(chosen)
     }
 
-    /// Drops `link` if it is one of the extra connections; false for the first one.
-    fn forget(&self, link: &Link) -> bool {
-        let mut extra = write(&self.extra);
-        let before = extra.len();
-        extra.retain(|kept| !Arc::ptr_eq(&kept.in_flight, &link.in_flight));
-        extra.len() < before
+    /// Drops `link`, which broke.
+    fn forget(&self, link: &Link) {
+        write(&self.links).retain(|kept| !Arc::ptr_eq(&kept.in_flight, &link.in_flight));
     }
 
     /// Opens one more connection in the background, unless one is being opened already or
@@ -513,7 +564,7 @@ impl Pool {
             return;
         }
         let pool = Arc::downgrade(self);
-        let timeout = self.grow_timeout;
+        let timeout = self.dial_timeout;
         *growth = Growth::Opening(runtime.spawn(async move {
             let opened = tokio::time::timeout(timeout, open(dialer, true)).await;
             let Some(pool) = pool.upgrade() else {
@@ -521,7 +572,7 @@ impl Pool {
             };
             let next = match opened {
                 Ok(Ok(send)) => {
-                    write(&pool.extra).push(Link::new(send));
+                    write(&pool.links).push(Link::new(send));
                     Growth::Idle
                 }
                 Ok(Err(error)) => {
@@ -536,6 +587,90 @@ impl Pool {
             *lock(&pool.growth) = next;
         }));
     }
+
+    /// The dial that replaces the channel's last connection, which broke with `broken`:
+    /// the one under way, or a new one unless the last attempt failed too recently.
+    fn redial(
+        self: &Arc<Pool>,
+        broken: Arc<h2::Error>,
+    ) -> Result<Shared<BoxFuture<'static, Result<(), ChannelError>>>, ChannelError> {
+        let (Some(dialer), Ok(runtime)) =
+            (self.dialer.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return Err(ChannelError::Broken { cause: broken });
+        };
+        let mut state = lock(&self.redial);
+        let backoff = match &*state {
+            Redial::Dialing(dial) => return Ok(dial.clone()),
+            Redial::Failed {
+                reason,
+                retry_at,
+                backoff,
+            } => {
+                let now = tokio::time::Instant::now();
+                if now < *retry_at {
+                    return Err(ChannelError::Redial {
+                        reason: reason.clone(),
+                        retry_in: *retry_at - now,
+                    });
+                }
+                (*backoff * 2).min(MAX_REDIAL_BACKOFF)
+            }
+            Redial::Idle { backoff } => *backoff,
+        };
+        tracing::debug!(error = %broken, "the connection to the plugin broke; dialing it again");
+        let pool = Arc::downgrade(self);
+        let timeout = self.dial_timeout;
+        let task = runtime.spawn(async move {
+            let opened = match tokio::time::timeout(timeout, open(dialer, true)).await {
+                Ok(opened) => opened,
+                Err(_) => Err(format!("the plugin did not answer within {timeout:?}")),
+            };
+            let Some(pool) = pool.upgrade() else {
+                return Ok(());
+            };
+            // The new connection is in place before any waiter wakes to look for it.
+            let (result, next) = match opened {
+                Ok(send) => {
+                    write(&pool.links).push(Link::new(send));
+                    tracing::debug!("the plugin was dialed again");
+                    (
+                        Ok(()),
+                        Redial::Idle {
+                            backoff: REDIAL_BACKOFF,
+                        },
+                    )
+                }
+                Err(reason) => {
+                    tracing::debug!(%reason, "dialing the plugin again failed");
+                    (
+                        Err(ChannelError::Redial {
+                            reason: reason.clone(),
+                            retry_in: backoff,
+                        }),
+                        Redial::Failed {
+                            reason,
+                            retry_at: tokio::time::Instant::now() + backoff,
+                            backoff,
+                        },
+                    )
+                }
+            };
+            *lock(&pool.redial) = next;
+            result
+        });
+        let dial: BoxFuture<'static, Result<(), ChannelError>> = Box::pin(async move {
+            task.await.unwrap_or_else(|error| {
+                Err(ChannelError::Redial {
+                    reason: format!("the dialing task ended: {error}"),
+                    retry_in: Duration::ZERO,
+                })
+            })
+        });
+        let dial = dial.shared();
+        *state = Redial::Dialing(dial.clone());
+        Ok(dial)
+    }
 }
 
 /// What a call can fail with: the connection's [`h2::Error`], or the [`tonic::Status`] the
@@ -549,21 +684,33 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         loop {
+            if let Some(dial) = &mut self.redialing {
+                let dialed = std::task::ready!(dial.poll_unpin(cx));
+                self.redialing = None;
+                dialed?;
+            }
             let link = match &mut self.chosen {
                 Some(link) => link,
-                None => self.chosen.insert(self.pool.choose()),
+                None => match self.pool.choose() {
+                    Some(link) => self.chosen.insert(link),
+                    None => {
+                        let broken = self.broken.clone().unwrap_or_else(|| {
+                            Arc::new(h2::Error::from(h2::Reason::CONNECT_ERROR))
+                        });
+                        self.redialing = Some(self.pool.redial(broken)?);
+                        continue;
+                    }
+                },
             };
             match link.send.poll_ready(cx) {
                 Poll::Ready(Err(error)) => {
-                    // An extra connection that broke is dropped and the call goes to
-                    // another; the first one breaking is the plugin's failure.
-                    if let Some(broken) = self.chosen.take()
-                        && self.pool.forget(&broken)
-                    {
-                        tracing::debug!(%error, "a connection to the plugin broke");
-                        continue;
+                    // A connection that broke is dropped and the call goes to another, or to
+                    // a new one when it was the last.
+                    tracing::debug!(%error, "a connection to the plugin broke");
+                    if let Some(broken) = self.chosen.take() {
+                        self.pool.forget(&broken);
                     }
-                    return Poll::Ready(Err(error.into()));
+                    self.broken = Some(Arc::new(error));
                 }
                 ready => return ready.map_err(Into::into),
             }
@@ -581,9 +728,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
             parts.uri = uri;
         }
         let empty = http_body::Body::is_end_stream(&body);
-        let mut link = match self.chosen.take() {
-            Some(link) => link,
-            None => self.pool.choose(),
+        let Some(mut link) = self.chosen.take().or_else(|| self.pool.choose()) else {
+            // `call` without a ready `poll_ready` first, on a channel with no connection.
+            let broken = ChannelError::Broken {
+                cause: Arc::new(h2::Error::from(h2::Reason::CONNECT_ERROR)),
+            };
+            return Box::pin(async move { Err(broken.into()) });
         };
         let in_flight = InFlight::start(&link);
         let sent = link
@@ -796,31 +946,31 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// A channel of one connection from `dialer`, which is dialed once (a brokered connection, or
-/// one stream of a multiplexed session). An unreachable plugin or a failed TLS handshake is
-/// reported here.
+/// A channel of one connection from `dialer` (a brokered connection), dialed again only to
+/// replace it when it breaks. An unreachable plugin or a failed TLS handshake is reported here.
 pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
     Ok(pooled(
-        open(dialer, false).await?,
-        None,
+        open(dialer.clone(), false).await?,
+        Some(dialer),
         Some(1),
-        GROW_TIMEOUT,
+        DIAL_TIMEOUT,
     ))
 }
 
 /// A channel on `first`, the plugin's first connection (already dialed, and under TLS where
 /// TLS is used), once the plugin has answered a ping on it: the answer follows the plugin's
 /// HTTP/2 settings, so a plugin whose socket accepts and never speaks HTTP/2 is found here
-/// rather than at its first call. With `dialer`, the channel dials the plugin again for more
-/// connections under load (see [`PluginChannel`]); without, it keeps the one. The caller
+/// rather than at its first call. `dialer` reaches the plugin again, to replace a connection
+/// that broke and, with `grow`, to open more under load (see [`PluginChannel`]). The caller
 /// bounds how long this may take.
 pub(crate) async fn answered_channel(
     first: BoxIo,
-    dialer: Option<Dialer>,
+    dialer: Dialer,
+    grow: bool,
 ) -> Result<PluginChannel, String> {
-    let limit = if dialer.is_some() { None } else { Some(1) };
+    let limit = if grow { None } else { Some(1) };
     let first = handshake(first, true).await?;
-    Ok(pooled(first, dialer, limit, GROW_TIMEOUT))
+    Ok(pooled(first, Some(dialer), limit, DIAL_TIMEOUT))
 }
 
 /// How many connections a growing channel may have: the host's CPU count, at most
@@ -840,18 +990,28 @@ fn pooled(
     first: h2::client::SendRequest<Bytes>,
     dialer: Option<Dialer>,
     limit: Option<usize>,
-    grow_timeout: Duration,
+    dial_timeout: Duration,
 ) -> PluginChannel {
-    PluginChannel {
-        pool: Arc::new(Pool {
-            first: Link::new(first),
-            extra: RwLock::default(),
-            dialer,
-            limit,
-            grow_timeout,
-            growth: Mutex::new(Growth::Idle),
+    PluginChannel::on(Arc::new(Pool {
+        links: RwLock::new(vec![Link::new(first)]),
+        dialer,
+        limit,
+        dial_timeout,
+        growth: Mutex::new(Growth::Idle),
+        redial: Mutex::new(Redial::Idle {
+            backoff: REDIAL_BACKOFF,
         }),
-        chosen: None,
+    }))
+}
+
+impl PluginChannel {
+    fn on(pool: Arc<Pool>) -> PluginChannel {
+        PluginChannel {
+            pool,
+            chosen: None,
+            redialing: None,
+            broken: None,
+        }
     }
 }
 
@@ -1371,7 +1531,7 @@ mod tests {
             servers.join_all().await;
         });
         let first = open(dialer.clone(), false).await.unwrap();
-        let mut channel = pooled(first, Some(dialer), Some(2), GROW_TIMEOUT);
+        let mut channel = pooled(first, Some(dialer), Some(2), DIAL_TIMEOUT);
 
         // Answers still being read keep their calls in flight. Below the threshold the
         // channel keeps one connection.
@@ -1397,16 +1557,16 @@ mod tests {
             open_answers.push(call(&mut channel, message("busy")).await.unwrap());
             seen_by_test.recv().await.unwrap();
         }
-        assert!(channel.pool.first.load() >= GROW_AT);
-        assert!(read(&channel.pool.extra)[0].load() >= GROW_AT);
+        assert!(read(&channel.pool.links)[0].load() >= GROW_AT);
+        assert!(read(&channel.pool.links)[1].load() >= GROW_AT);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(dials.load(Ordering::SeqCst), 2);
         assert_eq!(channel.connections(), 2);
 
         // A call ends when its answer is dropped.
         drop(open_answers);
-        assert_eq!(channel.pool.first.load(), 0);
-        assert_eq!(read(&channel.pool.extra)[0].load(), 0);
+        assert_eq!(read(&channel.pool.links)[0].load(), 0);
+        assert_eq!(read(&channel.pool.links)[1].load(), 0);
         drop(channel);
         servers.await.unwrap();
     }
@@ -1464,7 +1624,7 @@ mod tests {
             serving.await.unwrap();
         });
         let first = open(dialer.clone(), false).await.unwrap();
-        let mut channel = pooled(first, Some(dialer), Some(2), GROW_TIMEOUT);
+        let mut channel = pooled(first, Some(dialer), Some(2), DIAL_TIMEOUT);
         let mut open_answers = Vec::new();
         for _ in 0..=GROW_AT {
             open_answers.push(call(&mut channel, message("busy")).await.unwrap());
@@ -1473,7 +1633,7 @@ mod tests {
         eventually(|| channel.connections() == 2).await;
         break_second.send(()).unwrap();
         // Once the client has seen the close, no call goes there.
-        let mut second = read(&channel.pool.extra)[0].send.clone();
+        let mut second = read(&channel.pool.links)[1].send.clone();
         eventually(|| {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             matches!(second.poll_ready(&mut cx), Poll::Ready(Err(_)))
@@ -1488,6 +1648,127 @@ mod tests {
         drop(open_answers);
         drop(channel);
         servers.await.unwrap();
+    }
+
+    /// Serves `io` until `close` fires, then drops the connection (the client sees it break).
+    async fn echo_until(
+        io: tokio::io::DuplexStream,
+        index: usize,
+        seen: tokio::sync::mpsc::UnboundedSender<usize>,
+        close: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        tokio::select! {
+            () = echo_server(io, index, seen) => {}
+            _ = close => {}
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_last_connection_is_replaced_by_one_dial_for_every_waiting_caller() {
+        let (dialer, mut accepted, dials) = test_dialer(usize::MAX);
+        let (seen, mut seen_by_test) = tokio::sync::mpsc::unbounded_channel();
+        let (close_first, closed) = tokio::sync::oneshot::channel::<()>();
+        let servers = tokio::spawn(async move {
+            let first = accepted.recv().await.unwrap();
+            tokio::spawn(echo_until(first, 0, seen.clone(), closed));
+            let mut index = 1;
+            while let Some(next) = accepted.recv().await {
+                tokio::spawn(echo_server(next, index, seen.clone()));
+                index += 1;
+            }
+        });
+        let first = open(dialer.clone(), true).await.unwrap();
+        let mut channel = pooled(first, Some(dialer), Some(1), DIAL_TIMEOUT);
+        drop(call(&mut channel, message("before")).await.unwrap());
+        assert_eq!(seen_by_test.recv().await, Some(0));
+
+        close_first.send(()).unwrap();
+        let mut old = read(&channel.pool.links)[0].send.clone();
+        eventually(|| {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            matches!(old.poll_ready(&mut cx), Poll::Ready(Err(_)))
+        })
+        .await;
+        // Many callers find the connection broken at once: one dial serves them all.
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let mut channel = channel.clone();
+            calls.spawn(async move { call(&mut channel, message("after")).await.map(drop) });
+        }
+        while let Some(answered) = calls.join_next().await {
+            answered
+                .unwrap()
+                .expect("a call after the re-dial is answered");
+        }
+        for _ in 0..32 {
+            assert_eq!(seen_by_test.recv().await, Some(1));
+        }
+        assert_eq!(dials.load(Ordering::SeqCst), 2);
+        assert_eq!(channel.connections(), 1);
+        drop(channel);
+        servers.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_redial_fails_calls_at_once_until_its_backoff_has_passed() {
+        // The first dial works; every later one is refused, as a plugin that has gone.
+        let (dialer, mut accepted, dials) = test_dialer(1);
+        let (close_first, closed) = tokio::sync::oneshot::channel::<()>();
+        let (seen, _seen_by_test) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            let first = accepted.recv().await.unwrap();
+            echo_until(first, 0, seen, closed).await;
+        });
+        let first = open(dialer.clone(), true).await.unwrap();
+        let mut channel = pooled(first, Some(dialer), Some(1), DIAL_TIMEOUT);
+        close_first.send(()).unwrap();
+        server.await.unwrap();
+
+        let redial_error = |error: CallError| match error.downcast::<ChannelError>() {
+            Ok(error) => *error,
+            Err(other) => panic!("expected a ChannelError, got {other:?}"),
+        };
+        let mut backoff = REDIAL_BACKOFF;
+        for attempt in 2..6 {
+            // The call that dials gets the dial's failure...
+            let failed = redial_error(call(&mut channel, message("x")).await.unwrap_err());
+            assert!(matches!(failed, ChannelError::Redial { .. }), "{failed:?}");
+            assert_eq!(dials.load(Ordering::SeqCst), attempt);
+            // ...and calls within the backoff fail at once, without dialing.
+            for _ in 0..10 {
+                match redial_error(call(&mut channel, message("x")).await.unwrap_err()) {
+                    ChannelError::Redial { retry_in, .. } => assert!(retry_in <= backoff),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(dials.load(Ordering::SeqCst), attempt);
+            tokio::time::advance(backoff).await;
+            backoff = (backoff * 2).min(MAX_REDIAL_BACKOFF);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_channel_that_cannot_dial_again_says_its_connection_broke() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let dialer = once(Box::new(client), None);
+        let (seen, _seen_by_test) = tokio::sync::mpsc::unbounded_channel();
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(echo_until(server, 0, seen, closed));
+        let mut channel = channel(dialer).await.unwrap();
+        drop(call(&mut channel, message("before")).await.unwrap());
+        close.send(()).unwrap();
+        server.await.unwrap();
+        let error = loop {
+            match call(&mut channel, message("after")).await {
+                Err(error) => break error,
+                Ok(_) => tokio::task::yield_now().await,
+            }
+        };
+        // Either the call raced the close (the connection's own error) or the channel found
+        // it closed and could not dial the brokered stream again.
+        if let Ok(error) = error.downcast::<ChannelError>() {
+            assert!(matches!(*error, ChannelError::Redial { .. }), "{error:?}");
+        }
     }
 
     #[tokio::test]

@@ -18,10 +18,14 @@
 //	shortlived serves KV, then exits with status 4 after 300 ms
 //	flood      serves KV whose every Get first writes 4 MiB to stdout and 4 MiB of log lines
 //	           to stderr
+//	bigheader  serves KV, answering a Get of the key "big-header" with a 1 MiB response header
+//	           (which a host's HTTP/2 client may refuse by closing the connection) and every
+//	           other call normally
 package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -38,7 +42,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
+	"github.com/plinth-rs/plinth/tests/go/proto"
 	"github.com/plinth-rs/plinth/tests/go/shared"
 )
 
@@ -80,6 +87,17 @@ func (f *flooding) Get(key string) ([]byte, error) {
 		fmt.Fprintf(floodStderr, "[DEBUG] flood line %d %s", i, line[:100]+"\n")
 	}
 	return []byte("flooded"), nil
+}
+
+// bigHeader sends a 1 MiB header before answering a Get of the key "big-header".
+func bigHeader(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if get, ok := req.(*proto.GetRequest); ok && get.Key == "big-header" {
+		header := metadata.Pairs("x-big", strings.Repeat("h", 1<<20))
+		if err := grpc.SetHeader(ctx, header); err != nil {
+			return nil, err
+		}
+	}
+	return handler(ctx, req)
 }
 
 // listenMute serves a socket that accepts connections and never speaks on them, with bytes
@@ -191,6 +209,14 @@ func main() {
 		serveKV(&shared.MemKV{})
 	case "flood":
 		serveKV(&flooding{})
+	case "bigheader":
+		plugin.Serve(&plugin.ServeConfig{
+			HandshakeConfig: shared.Handshake,
+			Plugins:         plugin.PluginSet{"kv": &shared.KVPlugin{Impl: &shared.MemKV{}}},
+			GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+				return grpc.NewServer(append(opts, grpc.UnaryInterceptor(bigHeader))...)
+			},
+		})
 	default:
 		fmt.Fprintf(os.Stderr, "bad-plugin: unknown PLINTH_BAD_MODE %q\n", mode)
 		os.Exit(2)
