@@ -27,6 +27,7 @@ mod error;
 mod health;
 mod mux;
 mod process;
+mod stderr;
 
 pub use broker::{Broker, BrokerServer};
 pub use connection::{
