@@ -20,6 +20,8 @@ pub mod serve;
 pub mod stdio;
 pub mod transport;
 
+#[cfg(target_os = "linux")]
+mod cgroup;
 mod child;
 mod connection;
 mod controller;
