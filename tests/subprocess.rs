@@ -542,6 +542,24 @@ async fn silent_plugin_hits_the_start_timeout_and_is_reaped() {
 }
 
 #[tokio::test]
+async fn a_socket_that_never_speaks_times_out_connecting_at_the_step_it_hung() {
+    use plinth::subprocess::ConnectStep;
+    let cases = [
+        ("mute", false, ConnectStep::Http2),
+        ("mutetls", true, ConnectStep::Tls),
+    ];
+    for (mode, auto_mtls, step) in cases {
+        let config = bad(mode)
+            .auto_mtls(auto_mtls)
+            .start_timeout(Duration::from_millis(500));
+        match start_error(config).await {
+            WireError::ConnectTimeout { step: found, .. } => assert_eq!(found, step, "{mode}"),
+            other => panic!("{mode}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn checksum_mismatch_refuses_to_start() {
     let wrong = plinth::Checksum::from_bytes([7; 32]);
     let error = start_error(command("kv-plugin").checksum(wrong)).await;

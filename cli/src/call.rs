@@ -2,14 +2,13 @@
 //! gRPC method of a go-plugin executable with a JSON argument (see `grpc_call`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use plinth::wasm::{Access, Grants, TypeName};
 use plinth::{ClientConfig, FileKind};
-use wasmtime::component::Val;
+use wasmtime::component::{Type, Val};
 
-use crate::failure::{self, BAD_FILE, Failure, UNSUPPORTED, USAGE};
-use crate::grpc_call::{self, MethodName};
+use crate::failure::{self, BAD_FILE, CALL_FAILED, Failure, UNSUPPORTED, USAGE};
+use crate::grpc_call::{self, Deadlines, MethodName};
 use crate::launch::{self, LaunchArgs};
 
 /// What `plinth call` takes.
@@ -33,9 +32,10 @@ pub struct CallArgs {
     /// Largest memory the guest may grow to, in bytes.
     #[arg(long, value_name = "BYTES")]
     max_memory: Option<usize>,
-    /// Deadline of the call, in seconds.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    /// Deadline of the call, in seconds: a component's run, or an executable's gRPC call up to
+    /// its whole answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    timeout: f64,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -63,30 +63,23 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".into());
-    let mut config = ClientConfig::wasm_bytes(name, bytes).grants(grants(&args)?);
+    let mut config = ClientConfig::wasm_bytes(name, bytes)
+        .grants(grants(&args)?)
+        .call_timeout(launch::seconds("--timeout", args.timeout)?);
     if let Some(bytes) = args.max_memory {
         config = config.max_memory(bytes);
-    }
-    if let Some(seconds) = args.timeout {
-        let timeout = Duration::try_from_secs_f64(seconds).map_err(|_| {
-            Failure::new(
-                USAGE,
-                format!("--timeout {seconds} is not a number of seconds"),
-            )
-        })?;
-        config = config.call_timeout(timeout);
     }
     let client = crate::inspect::load_with(config, &args.file).await?;
     let plugin = client.dispense_dynamic().await?;
     let function = plugin.function(&args.function)?;
+    refuse_without_wave_form(&plugin, function)?;
     let values = parse_args(function, &args.args)?;
     let results = plugin.call(&function.full_name(), &values).await?;
     let rendered = results
         .iter()
         .map(|v| {
-            v.to_wave().map_err(|e| {
-                Failure::new(failure::CALL_FAILED, format!("cannot print a result: {e}"))
-            })
+            v.to_wave()
+                .map_err(|e| Failure::new(CALL_FAILED, format!("cannot print a result: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if args.json {
@@ -95,11 +88,81 @@ pub async fn run(args: CallArgs) -> Result<(), Failure> {
             serde_json::json!({ "function": function.full_name(), "results": rendered })
         );
     } else {
-        for line in rendered {
+        for line in &rendered {
             println!("{line}");
         }
     }
+    match (results.as_slice(), rendered.as_slice()) {
+        ([Val::Result(Err(_))], [shown]) => Err(Failure::new(
+            CALL_FAILED,
+            format!("{} returned an error: {shown}", function.full_name()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a function whose parameters or results hold a resource (or a stream, a future or
+/// an error context): such values live in one instance and have no WAVE form to type or print.
+/// The failure names the function, where the value sits, and the resource.
+fn refuse_without_wave_form(
+    plugin: &plinth::wasm::Dynamic,
+    function: &plinth::wasm::Function,
+) -> Result<(), Failure> {
+    let params = function
+        .params
+        .iter()
+        .map(|(name, ty)| (format!("parameter {name}"), ty));
+    let results = function
+        .results
+        .iter()
+        .map(|ty| ("its result".to_owned(), ty));
+    for (place, ty) in params.chain(results) {
+        let Some(inner) = without_wave_form(ty) else {
+            continue;
+        };
+        let what = match &inner {
+            Type::Own(resource) | Type::Borrow(resource) => match plugin.resource_name(resource) {
+                Some(name) => format!("the resource {name}"),
+                None => "a resource".to_owned(),
+            },
+            other => format!("a {}", TypeName(other)),
+        };
+        return Err(Failure::new(
+            UNSUPPORTED,
+            format!(
+                "{} cannot be called from the command line: {place} ({}) holds {what}, which has no WAVE form to type or print",
+                function.full_name(),
+                TypeName(ty),
+            ),
+        )
+        .hint("a resource lives inside one instance; call such functions from a host through an adapter"));
+    }
     Ok(())
+}
+
+/// The first type inside `ty` (or `ty` itself) that has no WAVE form.
+fn without_wave_form(ty: &Type) -> Option<Type> {
+    match ty {
+        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+            Some(ty.clone())
+        }
+        Type::List(list) => without_wave_form(&list.ty()),
+        Type::FixedLengthList(list) => without_wave_form(&list.ty()),
+        Type::Map(map) => without_wave_form(&map.key()).or_else(|| without_wave_form(&map.value())),
+        Type::Record(record) => record
+            .fields()
+            .find_map(|field| without_wave_form(&field.ty)),
+        Type::Tuple(tuple) => tuple.types().find_map(|ty| without_wave_form(&ty)),
+        Type::Variant(variant) => variant
+            .cases()
+            .find_map(|case| case.ty.as_ref().and_then(without_wave_form)),
+        Type::Option(option) => without_wave_form(&option.ty()),
+        Type::Result(result) => [result.ok(), result.err()]
+            .iter()
+            .flatten()
+            .find_map(without_wave_form),
+        _ => None,
+    }
 }
 
 fn parse_args(function: &plinth::wasm::Function, args: &[String]) -> Result<Vec<Val>, Failure> {
@@ -172,10 +235,14 @@ async fn call_executable(args: &CallArgs) -> Result<(), Failure> {
             .hint(r#"quote the request as one JSON object: '{"key": "a"}'"#));
         }
     };
+    let deadlines = Deadlines {
+        reflection: args.launch.reflection_timeout()?,
+        call: launch::seconds("--timeout", args.timeout)?,
+    };
     let client = launch::start(&args.file, &args.launch).await?;
     let outcome = match client.connection() {
         Some(connection) => match connection.channel() {
-            Ok(channel) => grpc_call::call(channel, &method, argument).await,
+            Ok(channel) => grpc_call::call(channel, &method, argument, &deadlines).await,
             Err(error) => Err(Failure::new(
                 UNSUPPORTED,
                 format!("{error}: net/rpc methods have no schema to call them from JSON"),

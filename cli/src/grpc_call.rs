@@ -6,6 +6,8 @@
 //! reported with the field's name and protobuf type. Launching is `launch`'s; finding the
 //! descriptors is `reflection`'s.
 
+use std::time::Duration;
+
 use prost::Message;
 use prost::bytes::Buf;
 use prost_reflect::{
@@ -15,7 +17,7 @@ use prost_reflect::{
 use serde_json::Value;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use crate::failure::{CALL_FAILED, Failure, USAGE};
+use crate::failure::{CALL_FAILED, Failure, Phase, USAGE};
 use crate::reflection::{Reflection, Transport};
 
 /// A method named on the command line, split into service and method.
@@ -60,13 +62,22 @@ pub struct Answer {
     pub response: Value,
 }
 
+/// How long each phase of a call may take.
+pub struct Deadlines {
+    /// For fetching the method's descriptors through reflection.
+    pub reflection: Duration,
+    /// For the call itself, from asking for a stream to the whole answer.
+    pub call: Duration,
+}
+
 /// Calls `name` on the plugin behind `channel` with the JSON `argument`.
 pub async fn call<T: Transport>(
     channel: T,
     name: &MethodName,
     argument: &str,
+    deadlines: &Deadlines,
 ) -> Result<Answer, Failure> {
-    let mut reflection = Reflection::new(channel.clone());
+    let mut reflection = Reflection::new(channel.clone(), deadlines.reflection);
     let pool = reflection
         .pool_for(&name.service)
         .await
@@ -75,29 +86,46 @@ pub async fn call<T: Transport>(
         })?;
     let method = find_method(&pool, name)?;
     let request = build_request(&method.input(), argument)?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| {
-        Failure::new(
-            CALL_FAILED,
-            format!("the plugin's connection is not ready: {}", e.into()),
-        )
-    })?;
     let path = name.path();
-    let codec = DynamicCodec {
-        output: method.output(),
-    };
     let path_and_query = path
         .parse::<tonic::codegen::http::uri::PathAndQuery>()
         .map_err(|e| Failure::new(USAGE, format!("{path:?} is not a method path: {e}")))?;
-    let response = grpc
-        .unary(tonic::Request::new(request), path_and_query, codec)
-        .await
-        .map_err(|status| {
+    let codec = DynamicCodec {
+        output: method.output(),
+    };
+    let mut request = tonic::Request::new(request);
+    // The plugin learns the deadline too (`grpc-timeout`), and may give up on its own.
+    request.set_timeout(deadlines.call);
+    let timed_out = || {
+        Failure::timed_out(
+            Phase::Call,
+            deadlines.call,
+            format!("{path} did not answer"),
+        )
+        .hint("raise the deadline with --timeout SECONDS")
+    };
+    let unary = async {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| {
             Failure::new(
                 CALL_FAILED,
-                format!("{path} failed: {}: {}", status.code(), status.message()),
+                format!("the plugin's connection is not ready: {}", e.into()),
             )
-        })?
+        })?;
+        grpc.unary(request, path_and_query, codec)
+            .await
+            .map_err(|status| match status.code() {
+                // The plugin gave up at the deadline it was sent.
+                tonic::Code::DeadlineExceeded => timed_out(),
+                code => Failure::new(
+                    CALL_FAILED,
+                    format!("{path} failed: {code}: {}", status.message()),
+                ),
+            })
+    };
+    let response = tokio::time::timeout(deadlines.call, unary)
+        .await
+        .map_err(|_| timed_out())??
         .into_inner();
     let options = SerializeOptions::new().skip_default_fields(false);
     let response = response

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use plinth::wasm::{Function, TypeName};
 use plinth::{Checksum, Client, ClientConfig, FileKind};
@@ -197,13 +198,19 @@ async fn inspect_executable(
     args: &LaunchArgs,
     json: bool,
 ) -> Result<(), Failure> {
+    let reflection_timeout = args.reflection_timeout()?;
     let client = launch::start(about.file, args).await?;
-    let outcome = describe_running(&about, &client, json).await;
+    let outcome = describe_running(&about, &client, reflection_timeout, json).await;
     client.kill().await;
     outcome
 }
 
-async fn describe_running(about: &About<'_>, client: &Client, json: bool) -> Result<(), Failure> {
+async fn describe_running(
+    about: &About<'_>,
+    client: &Client,
+    reflection_timeout: Duration,
+    json: bool,
+) -> Result<(), Failure> {
     let Some(connection) = client.connection() else {
         return Err(Failure::new(
             BAD_FILE,
@@ -216,8 +223,12 @@ async fn describe_running(about: &About<'_>, client: &Client, json: bool) -> Res
     let handshake = connection.handshake();
     let (services, reflection_version) = match connection.channel() {
         Ok(channel) => {
-            let mut reflection = Reflection::new(channel);
-            let services = reflection.list_services().await;
+            let mut reflection = Reflection::new(channel, reflection_timeout);
+            let services = match reflection.list_services().await {
+                // No answer in time: the command fails, unlike for a plugin without reflection.
+                Err(failure) if failure.timed_out_in().is_some() => return Err(failure),
+                listed => listed,
+            };
             (services, reflection.version())
         }
         Err(_) => (

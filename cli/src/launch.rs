@@ -8,10 +8,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use plinth::subprocess::Error as WireError;
+use plinth::subprocess::{ConnectStep, Error as WireError};
 use plinth::{Client, ClientConfig, HandshakeConfig, Protocol};
 
-use crate::failure::{BAD_FILE, CALL_FAILED, Failure, USAGE};
+use crate::failure::{BAD_FILE, CALL_FAILED, Failure, Phase, USAGE, chain};
 
 /// The handshake a go-plugin executable was built with, as command-line options.
 #[derive(clap::Args, Clone, Debug)]
@@ -29,9 +29,15 @@ pub struct LaunchArgs {
     /// Plain connection: do not offer AutoMTLS.
     #[arg(long)]
     pub no_auto_mtls: bool,
-    /// How long the plugin has to print its handshake line, in seconds.
+    /// How long the plugin has to print its handshake line once spawned, and then as long
+    /// again to be connected to (dial, TLS, the HTTP/2 handshake up to an answer to a ping),
+    /// in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub start_timeout: f64,
+    /// How long the plugin's gRPC server reflection has to list its services or send a
+    /// service's descriptors, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub reflection_timeout: f64,
 }
 
 impl LaunchArgs {
@@ -55,17 +61,16 @@ impl LaunchArgs {
         !self.no_auto_mtls || self.auto_mtls
     }
 
-    fn timeout(&self) -> Result<Duration, Failure> {
-        Duration::try_from_secs_f64(self.start_timeout).map_err(|_| {
-            Failure::new(
-                USAGE,
-                format!(
-                    "--start-timeout {} is not a number of seconds",
-                    self.start_timeout
-                ),
-            )
-        })
+    /// `--reflection-timeout` as a duration.
+    pub fn reflection_timeout(&self) -> Result<Duration, Failure> {
+        seconds("--reflection-timeout", self.reflection_timeout)
     }
+}
+
+/// The value of a `--...-timeout SECONDS` flag as a duration.
+pub fn seconds(flag: &str, value: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| Failure::new(USAGE, format!("{flag} {value} is not a number of seconds")))
 }
 
 /// The hint every "needs a cookie" failure carries.
@@ -88,7 +93,7 @@ pub async fn start(file: &Path, args: &LaunchArgs) -> Result<Client, Failure> {
         .handshake(handshake)
         .auto_mtls(args.auto_mtls())
         .allowed_protocols([Protocol::Grpc, Protocol::NetRpc])
-        .start_timeout(args.timeout()?);
+        .start_timeout(seconds("--start-timeout", args.start_timeout)?);
     Client::start(config).await.map_err(start_failure)
 }
 
@@ -115,11 +120,25 @@ fn start_failure(error: plinth::Error) -> Failure {
         }
         WireError::StartTimeout {
             plugin, timeout, ..
-        } => Failure::new(
-            BAD_FILE,
-            format!("{plugin} printed no handshake line within {timeout:?}; it was killed"),
+        } => Failure::timed_out(
+            Phase::Handshake,
+            timeout,
+            format!("{plugin} printed no handshake line; it was killed"),
         )
-        .hint("raise --start-timeout, or check that it is a go-plugin plugin"),
+        .hint("raise --start-timeout SECONDS, or check that it is a go-plugin plugin"),
+        WireError::Connect { .. } => Failure::new(BAD_FILE, chain(&wire))
+            .hint("check that a go-plugin server listens at the address in its handshake line"),
+        WireError::ConnectTimeout {
+            plugin,
+            address,
+            step,
+            timeout,
+        } => Failure::timed_out(
+            connect_phase(step),
+            timeout,
+            format!("{plugin} at {address}: {step} did not finish; it was killed"),
+        )
+        .hint("raise --start-timeout SECONDS, or check that a go-plugin server listens at the address in its handshake line"),
         WireError::Handshake {
             plugin,
             line,
@@ -139,9 +158,19 @@ fn start_failure(error: plinth::Error) -> Failure {
                 .hint("try --no-auto-mtls for a plugin built without AutoMTLS support")
         }
         WireError::Spawn { .. } | WireError::ReadExecutable { .. } => {
-            Failure::new(BAD_FILE, wire.to_string()).hint("check the path and its permissions")
+            Failure::new(BAD_FILE, chain(&wire)).hint("check the path and its permissions")
         }
-        other => Failure::new(CALL_FAILED, other.to_string()),
+        other => Failure::new(CALL_FAILED, chain(&other)),
+    }
+}
+
+/// The phase a connect step belongs to, as a timeout names it.
+fn connect_phase(step: ConnectStep) -> Phase {
+    match step {
+        ConnectStep::Tls => Phase::Tls,
+        ConnectStep::Yamux => Phase::Yamux,
+        ConnectStep::Http2 => Phase::Http2,
+        _ => Phase::Connect,
     }
 }
 

@@ -7,8 +7,9 @@
 //! - `plinth new wasm NAME --wit PATH` — start a guest crate implementing a WIT world.
 //! - `plinth checksum FILE` — the sha256 a host should pin.
 //!
-//! `inspect`, `call` and `checksum` take `--json` for scripts. Errors are one line and a hint
-//! on stderr; the exit codes are in [`EXIT_CODES`].
+//! `inspect`, `call` and `checksum` take `--json` for scripts. Errors are one line (the error
+//! and its causes) and a hint on stderr; the exit codes are in [`EXIT_CODES`]. Every wait on a
+//! plugin has a timeout, and a timeout is exit code 3 naming the phase that ran past it.
 
 mod call;
 mod failure;
@@ -28,13 +29,26 @@ use crate::failure::Failure;
 
 /// The exit codes, as `plinth --help` prints them.
 const EXIT_CODES: &str = "\
+Timeouts: every wait on a plugin is bounded, and running past a bound is exit
+code 3 with an error line opening with the phase (`http2 timed out after 5s: ...`):
+  handshake   spawning an executable until its handshake line: --start-timeout (30 s)
+  connect, tls, yamux, http2
+              connecting: dialing, the TLS handshake, the yamux session, the HTTP/2
+              handshake up to an answer to a ping: --start-timeout again, for all of them
+  reflection  gRPC server reflection, listing services or sending descriptors:
+              --reflection-timeout (10 s)
+  call        the call, a component's or an executable's, up to its whole answer:
+              --timeout (30 s)
+
 Exit codes:
   0  success
-  1  the plugin failed the call (its error, a trap, a limit, a gRPC status)
+  1  the plugin failed the call (an err(...) result, a gRPC status, a trap, a
+     memory limit)
   2  bad usage or arguments (unknown function or method, wrong argument type)
-  3  the file cannot be used as a plugin (missing, not a plugin, wrong cookie,
-     exited or timed out before the handshake)
-  4  not supported by this build";
+  3  the file cannot be used as a plugin (missing, not a plugin, cannot be linked,
+     wrong cookie, exited before the handshake, unreachable), or a phase timed out
+  4  not supported by this build (a function taking or returning a resource,
+     calling a netrpc plugin)";
 
 /// Inspect, call and scaffold Plinth plugins.
 #[derive(Parser)]

@@ -7,12 +7,13 @@
 //! `grpc_call`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use prost::Message;
 use prost_reflect::DescriptorPool;
 use tonic::codegen::{Body, Bytes, StdError};
 
-use crate::failure::{CALL_FAILED, Failure};
+use crate::failure::{CALL_FAILED, Failure, Phase};
 
 /// The generated reflection messages (`proto/reflection.proto`).
 #[allow(clippy::all, clippy::pedantic)]
@@ -58,14 +59,17 @@ const PATHS: [&str; 2] = [
 pub struct Reflection<T> {
     channel: T,
     path: Option<&'static str>,
+    timeout: Duration,
 }
 
 impl<T: Transport> Reflection<T> {
-    /// A client on `channel`; nothing is sent yet.
-    pub fn new(channel: T) -> Reflection<T> {
+    /// A client on `channel` whose every question (listing the services, or the descriptors
+    /// of one) must be answered within `timeout`; nothing is sent yet.
+    pub fn new(channel: T, timeout: Duration) -> Reflection<T> {
         Reflection {
             channel,
             path: None,
+            timeout,
         }
     }
 
@@ -78,6 +82,13 @@ impl<T: Transport> Reflection<T> {
 
     /// The full names of every service the plugin serves, sorted.
     pub async fn list_services(&mut self) -> Result<Vec<String>, Failure> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.list_services_now())
+            .await
+            .unwrap_or_else(|_| Err(no_answer("listing its services", timeout)))
+    }
+
+    async fn list_services_now(&mut self) -> Result<Vec<String>, Failure> {
         let response = self
             .ask(MessageRequest::ListServices(String::new()))
             .await?;
@@ -94,6 +105,18 @@ impl<T: Transport> Reflection<T> {
     /// The descriptors of the file defining `symbol` (a service's full name) and of every file
     /// it imports, as one pool.
     pub async fn pool_for(&mut self, symbol: &str) -> Result<DescriptorPool, Failure> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.pool_for_now(symbol))
+            .await
+            .unwrap_or_else(|_| {
+                Err(no_answer(
+                    &format!("sending the descriptors of {symbol}"),
+                    timeout,
+                ))
+            })
+    }
+
+    async fn pool_for_now(&mut self, symbol: &str) -> Result<DescriptorPool, Failure> {
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let first = self
             .ask(MessageRequest::FileContainingSymbol(symbol.to_owned()))
@@ -239,6 +262,16 @@ fn missing_import(files: &BTreeMap<String, Vec<u8>>) -> Option<String> {
             .into_iter()
             .find(|import| !files.contains_key(import))
     })
+}
+
+/// The reflection service did not finish `doing` within `timeout`.
+fn no_answer(doing: &str, timeout: Duration) -> Failure {
+    Failure::timed_out(
+        Phase::Reflection,
+        timeout,
+        format!("the plugin's gRPC server reflection did not finish {doing}; it was shut down"),
+    )
+    .hint("raise --reflection-timeout SECONDS, or check that the plugin serves gRPC (go-plugin's plugin.DefaultGRPCServer)")
 }
 
 fn unexpected(response: &MessageResponse) -> Failure {

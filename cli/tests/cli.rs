@@ -2,7 +2,8 @@
 //! fixtures in `tests/go` (built by `cargo xtask go`).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn guest(name: &str) -> PathBuf {
     if let Err(e) = plinth_examples::build_guests() {
@@ -29,6 +30,65 @@ fn plinth(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run plinth")
+}
+
+/// Runs plinth with `env` added, killing it and failing the test if it has not ended within
+/// `bound`: a hang guard, far above how long the run should take.
+fn plinth_bounded(args: &[&str], env: &[(&str, &str)], bound: Duration) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run plinth");
+    let pid = child.id();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match ended.recv_timeout(bound) {
+        Ok(output) => output.expect("wait for plinth"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("plinth {args:?} still ran after {bound:?}");
+        }
+    }
+}
+
+/// Whether process `pid` is gone within ten seconds (a zombie waiting to be reaped is): a
+/// killed process can take a moment to die on a busy machine.
+fn ends(pid: u32) -> bool {
+    (0..1000).any(|_| {
+        let gone = !running(pid);
+        if !gone {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gone
+    })
+}
+
+/// Whether process `pid` runs (a zombie waiting to be reaped does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+/// The fake go-plugin plugin (`tests/fake-plugin.py`, executable in the repository, so no test
+/// writes a file that another test's child may be executing) and a fresh directory of its own
+/// for `case`, for the process id it writes.
+fn fake_plugin(case: &str) -> (PathBuf, PathBuf) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake-plugin.py");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fake-plugin-{case}"));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    (script, dir)
 }
 
 fn stdout(output: &Output) -> String {
@@ -114,32 +174,16 @@ fn call_prints_results_in_wave() {
 }
 
 #[test]
-fn call_passes_grants_and_limits() {
-    let misbehave = guest("misbehave");
+fn call_passes_grants() {
     let out = plinth(&[
         "call",
-        path(&misbehave),
+        path(&guest("misbehave")),
         "get",
         "\"env:FOO\"",
         "--env",
         "FOO=bar",
     ]);
     assert_eq!(stdout(&out), "ok([98, 97, 114])\n", "{}", stderr(&out));
-    let out = plinth(&[
-        "call",
-        path(&misbehave),
-        "get",
-        "\"loop\"",
-        "--timeout",
-        "0.2",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("call deadline"), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("hint: raise the deadline"),
-        "{}",
-        stderr(&out)
-    );
 }
 
 #[test]
@@ -358,6 +402,250 @@ fn unknown_grpc_method_lists_the_services_methods() {
     let err = stderr(&out);
     assert!(err.contains("proto.KV has no method Delete"), "{err}");
     assert!(err.contains("proto.KV/Get, proto.KV/Put"), "{err}");
+}
+
+/// Asserts that `out` is a timeout of `phase`: exit code 3, an error line opening with the
+/// phase, and a hint naming the flag that raises the bound.
+fn assert_timed_out(out: &Output, phase: &str, flag: &str, case: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(3), "{case}: {err}");
+    assert!(
+        err.starts_with(&format!("error: {phase} timed out after ")),
+        "{case}: the error does not open with the {phase} phase: {err}"
+    );
+    assert!(
+        err.contains(&format!("hint: raise {flag}")) || err.contains(&format!("with {flag}")),
+        "{case}: no hint naming {flag}: {err}"
+    );
+}
+
+#[test]
+fn a_plugin_that_hangs_at_any_start_phase_times_out_with_exit_3_naming_the_phase() {
+    // (how the fake plugin stalls, its handshake options, the phase named, the flag bounding it)
+    let cases: [(&str, &[&str], &str, &str); 5] = [
+        (
+            "no-handshake",
+            &["--no-auto-mtls"],
+            "handshake",
+            "--start-timeout",
+        ),
+        (
+            "no-accept",
+            &["--no-auto-mtls"],
+            "connect",
+            "--start-timeout",
+        ),
+        ("mute-tls", &[], "tls", "--start-timeout"),
+        ("mute", &["--no-auto-mtls"], "http2", "--start-timeout"),
+        (
+            "no-reflection",
+            &["--no-auto-mtls"],
+            "reflection",
+            "--reflection-timeout",
+        ),
+    ];
+    let runs: Vec<_> = cases
+        .into_iter()
+        .flat_map(|case| [("inspect", case), ("call", case)])
+        .map(|(command, (mode, options, phase, flag))| {
+            std::thread::spawn(move || {
+                let (script, dir) = fake_plugin(&format!("{mode}-{command}"));
+                let pid_file = dir.join("pid");
+                let mut args = vec![command, path(&script)];
+                if command == "call" {
+                    args.extend(["proto.KV/Get", "{}", "--timeout", "1"]);
+                }
+                // Short bounds, with time enough for the fake to start on a busy machine.
+                args.extend(["--cookie", "K=V", "--start-timeout", "5"]);
+                args.extend(["--reflection-timeout", "1"]);
+                args.extend(options);
+                let env = [
+                    ("PLINTH_FAKE_MODE", mode),
+                    ("PLINTH_FAKE_PID", path(&pid_file)),
+                ];
+                let out = plinth_bounded(&args, &env, Duration::from_secs(120));
+                let pid = std::fs::read_to_string(&pid_file)
+                    .unwrap_or_else(|e| panic!("{mode}: no process id ({e}): {}", stderr(&out)));
+                let pid: u32 = pid.parse().unwrap();
+                (format!("{command} {mode}"), phase, flag, out, pid)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (case, phase, flag, out, pid) = run.join().unwrap();
+        assert_timed_out(&out, phase, flag, &case);
+        assert!(ends(pid), "{case}: the plugin still runs");
+    }
+}
+
+#[test]
+fn a_call_that_stalls_times_out_with_exit_3_naming_the_call_phase() {
+    // A Go plugin that answers reflection and then sleeps in the call: its fixture sleeps on
+    // `sleep:<duration>` keys.
+    let grpc = std::thread::spawn(|| {
+        plinth_bounded(
+            &[
+                "call",
+                &go_plugin("kv-plugin"),
+                "proto.KV/Get",
+                r#"{"key": "sleep:1h"}"#,
+                "--timeout",
+                "0.5",
+                COOKIE[0],
+                COOKIE[1],
+            ],
+            &[],
+            Duration::from_secs(60),
+        )
+    });
+    // A component that loops.
+    let misbehave = guest("misbehave");
+    let out = plinth_bounded(
+        &[
+            "call",
+            path(&misbehave),
+            "get",
+            "\"loop\"",
+            "--timeout",
+            "0.2",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert_timed_out(&out, "call", "--timeout", "component");
+    let out = grpc.join().unwrap();
+    assert_timed_out(&out, "call", "--timeout", "gRPC");
+    assert!(stderr(&out).contains("/proto.KV/Get"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_function_returning_err_exits_1_and_still_prints_the_value() {
+    let kv = guest("kv");
+    let out = plinth(&["call", path(&kv), "get", "\"missing\""]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "err(\"no value stored under key \\\"missing\\\"\")\n"
+    );
+    assert!(
+        stderr(&out).starts_with("error: plinth:kv/store@0.1.0#get returned an error: err("),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = plinth(&["call", "--json", path(&kv), "get", "\"missing\""]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["results"][0].as_str().unwrap().starts_with("err("));
+    assert!(
+        stderr(&out).contains("returned an error"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An `ok` is a success, and so is a result that is no `result`.
+    let out = plinth(&["call", path(&kv), "put", "\"k\"", "[1]"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ok\n");
+    let greet = "plinth:greeter/greeter@0.2.0#greet";
+    let out = plinth(&["call", path(&guest("greeter")), greet, "\"Ada\""]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn functions_taking_or_returning_resources_are_refused_with_exit_4_naming_the_resource() {
+    let probe = guest("resource-probe");
+    let interface = "plinth:resources-test/tally@0.1.0";
+    // An own or a borrow, as a parameter or a result, alone or inside an option or a list.
+    let cases: [(&str, &[&str]); 6] = [
+        ("make", &["1"]),
+        ("read", &["1"]),
+        ("maybe", &["1"]),
+        ("total", &["[]"]),
+        ("[constructor]counter", &["1"]),
+        ("[method]counter.bump", &["1"]),
+    ];
+    for (function, args) in cases {
+        let mut all = vec!["call", path(&probe), function];
+        all.extend(args);
+        let out = plinth(&all);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{function}: {err}");
+        let opening =
+            format!("error: {interface}#{function} cannot be called from the command line: ");
+        assert!(err.starts_with(&opening), "{function}: {err}");
+        assert!(
+            err.contains(&format!("holds the resource {interface}#counter")),
+            "{function}: {err}"
+        );
+    }
+    // The component itself is fine: a function without resources is called.
+    let out = plinth(&["call", path(&probe), "describe"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "\"counters handed out as resources\"\n");
+}
+
+/// Asserts that the first line of `err` holds each of `causes`, in order, each once.
+fn assert_causes_in_order_once(err: &str, causes: &[&str]) {
+    let line = err.lines().next().unwrap_or_default();
+    let mut from = 0;
+    for cause in causes {
+        let at = line[from..]
+            .find(cause)
+            .unwrap_or_else(|| panic!("{cause:?} missing, or out of order, in {line}"));
+        from += at + cause.len();
+        assert_eq!(line.matches(cause).count(), 1, "{cause:?} twice in {line}");
+    }
+}
+
+#[test]
+fn a_component_that_cannot_be_linked_reports_the_whole_cause_chain() {
+    // It imports a resource of `plinth:resources-test/clock-source`, which no host provides.
+    let missing_import = guest("missing-import");
+    for command in [
+        vec!["call", path(&missing_import), "uptime"],
+        vec!["inspect", path(&missing_import)],
+    ] {
+        let out = plinth(&command);
+        if command[0] == "inspect" {
+            // Inspecting does not link: the import is listed.
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(stdout(&out).contains("plinth:resources-test/clock-source@0.1.0"));
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert_causes_in_order_once(
+            &stderr(&out),
+            &[
+                "error: cannot link plugin missing_import: ",
+                "component imports instance `plinth:resources-test/clock-source@0.1.0`",
+                "instance export `clock` has the wrong type: ",
+                "resource implementation is missing",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_start_failure_prints_the_system_error_under_it_once() {
+    // A copy of a Go plugin without execute permission: spawning it fails, and the operating
+    // system's error is the cause.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("not-executable");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("kv-plugin");
+    std::fs::copy(go_plugin("kv-plugin"), &copy).unwrap();
+    let mut permissions = std::fs::metadata(&copy).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o644);
+    std::fs::set_permissions(&copy, permissions).unwrap();
+    let out = plinth(&["inspect", path(&copy), COOKIE[0], COOKIE[1]]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_causes_in_order_once(
+        &stderr(&out),
+        &[
+            &format!("error: cannot start plugin kv-plugin ({})", copy.display()),
+            ": Permission denied (os error 13)",
+        ],
+    );
 }
 
 #[test]

@@ -99,7 +99,8 @@ pub enum Error {
     Link {
         /// The plugin's name.
         plugin: String,
-        /// What is missing or mismatched.
+        /// What is missing or mismatched: the import, then each cause under it, outermost
+        /// first.
         reason: String,
     },
 

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{ConnectStep, Error, Result};
 use crate::handshake::{self, Address, HandshakeConfig, HandshakeError, HandshakeLine, Protocol};
 use crate::mux::Mux;
 use crate::netrpc::{self, CallError};
@@ -159,7 +159,9 @@ impl Config {
         self
     }
 
-    /// How long the plugin has to print its handshake line. Default: 1 minute.
+    /// How long the plugin has to print its handshake line, and then again how long connecting
+    /// to it may take (dialing, TLS, and the HTTP/2 handshake up to its answer to a ping).
+    /// Default: 1 minute.
     pub fn start_timeout(mut self, timeout: Duration) -> Config {
         self.start_timeout = timeout;
         self
@@ -297,8 +299,9 @@ impl Connection {
     ///
     /// Fails with [`Error::ChecksumMismatch`], [`Error::Spawn`],
     /// [`Error::ExitedBeforeHandshake`], [`Error::StartTimeout`], [`Error::Handshake`],
-    /// [`Error::VersionMismatch`], [`Error::UnsupportedProtocol`], [`Error::Connect`] or
-    /// [`Error::Reattach`]; a launched process is killed and reaped on every failure.
+    /// [`Error::VersionMismatch`], [`Error::UnsupportedProtocol`], [`Error::Connect`],
+    /// [`Error::ConnectTimeout`] or [`Error::Reattach`]; a launched process is killed and
+    /// reaped on every failure.
     pub async fn start(config: Config) -> Result<Connection> {
         let connection = match config.source.clone() {
             Source::Command { path, args } => launch(&config, path, args).await?,
@@ -975,61 +978,53 @@ async fn connect(
     exit: watch::Receiver<Option<String>>,
 ) -> Result<Connection> {
     let mut tasks = JoinSet::new();
-    let connect_error = |reason: String| Error::Connect {
-        plugin: name.to_string(),
-        address: parsed.address.to_string(),
-        reason,
+    let dialing = Dialing {
+        plugin: &name,
+        address: &parsed.address,
+        timeout: config.start_timeout,
+        deadline: tokio::time::Instant::now() + config.start_timeout,
     };
     let tls = tls_client.is_some();
+    let io = dialing
+        .step(ConnectStep::Dial, transport::connect(&parsed.address))
+        .await?;
     let wire = if parsed.protocol == Protocol::NetRpc {
-        let io = transport::connect(&parsed.address)
-            .await
-            .map_err(|error| connect_error(error.to_string()))?;
         let io = match tls_client {
-            Some(tls_config) => transport::tls_connect(io, tls_config)
-                .await
-                .map_err(|error| connect_error(error.to_string()))?,
+            Some(tls_config) => {
+                dialing
+                    .step(ConnectStep::Tls, transport::tls_connect(io, tls_config))
+                    .await?
+            }
             None => io,
         };
-        let session = netrpc::Session::start(name.clone(), io, config.stdio.clone())
-            .await
-            .map_err(|error| connect_error(error.to_string()))?;
+        let session = netrpc::Session::start(name.clone(), io, config.stdio.clone());
+        let session = dialing.step(ConnectStep::Yamux, session).await?;
         Wire::NetRpc(Arc::new(session))
     } else {
-        let (dialer, mux) = if parsed.multiplex && config.multiplex {
-            let io = transport::connect(&parsed.address)
-                .await
-                .map_err(|error| connect_error(error.to_string()))?;
-            let (mux, drive) = Mux::start(io);
-            tasks.spawn(drive);
-            let opener = mux.clone();
-            let tls = tls_client.clone();
-            let dialer: transport::Dialer = Arc::new(move || {
-                let opener = opener.clone();
-                let tls = tls.clone();
-                Box::pin(async move {
-                    let io = opener.open().await?;
-                    match tls {
-                        Some(config) => transport::tls_connect(io, config).await,
-                        None => Ok(io),
-                    }
-                })
-            });
-            (dialer, Some(mux))
-        } else {
-            (
-                transport::dialer(parsed.address.clone(), tls_client.clone()),
-                None,
-            )
-        };
         // Under load a channel opens more connections to the plugin's listener; a
         // multiplexed session's streams stay on the one the handshake gave.
-        let channel = if mux.is_some() {
-            transport::channel(dialer).await
+        let (first, dialer, mux) = if parsed.multiplex && config.multiplex {
+            let (mux, drive) = Mux::start(io);
+            tasks.spawn(drive);
+            let first = dialing.step(ConnectStep::Yamux, mux.open()).await?;
+            (first, None, Some(mux))
         } else {
-            transport::growing_channel(dialer).await
-        }
-        .map_err(connect_error)?;
+            let dialer = transport::dialer(parsed.address.clone(), tls_client.clone());
+            (io, Some(dialer), None)
+        };
+        let first = match &tls_client {
+            Some(tls_config) => {
+                let handshake = transport::tls_connect(first, tls_config.clone());
+                dialing.step(ConnectStep::Tls, handshake).await?
+            }
+            None => first,
+        };
+        let channel = dialing
+            .step(
+                ConnectStep::Http2,
+                transport::answered_channel(first, dialer),
+            )
+            .await?;
         let (broker, run_broker) =
             Broker::start(name.clone(), channel.clone(), tls_client, tls_server, mux)?;
         tasks.spawn(run_broker);
@@ -1056,6 +1051,39 @@ async fn connect(
             tasks: Mutex::new(tasks),
         }),
     })
+}
+
+/// The plugin being connected to, and the deadline its start timeout sets for every step.
+struct Dialing<'a> {
+    plugin: &'a str,
+    address: &'a Address,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+}
+
+impl Dialing<'_> {
+    /// Runs one step of connecting: its failure is [`Error::Connect`], and the deadline passing
+    /// while it runs is [`Error::ConnectTimeout`] naming it.
+    async fn step<T, E: std::fmt::Display>(
+        &self,
+        step: ConnectStep,
+        work: impl Future<Output = std::result::Result<T, E>>,
+    ) -> Result<T> {
+        match tokio::time::timeout_at(self.deadline, work).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(Error::Connect {
+                plugin: self.plugin.to_owned(),
+                address: self.address.to_string(),
+                reason: error.to_string(),
+            }),
+            Err(_) => Err(Error::ConnectTimeout {
+                plugin: self.plugin.to_owned(),
+                address: self.address.to_string(),
+                step,
+                timeout: self.timeout,
+            }),
+        }
+    }
 }
 
 fn cut(text: &str) -> String {

@@ -144,6 +144,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// Connecting to the plugin after its handshake line did not finish within the start
+    /// timeout: its socket was not accepted, or the TLS or HTTP/2 handshake hung. The plugin
+    /// was killed.
+    #[error(
+        "plugin {plugin} at {address}: {step} did not finish within the {timeout:?} start timeout"
+    )]
+    ConnectTimeout {
+        /// The plugin's name.
+        plugin: String,
+        /// The address dialed.
+        address: String,
+        /// What the host was waiting for when the time ran out.
+        step: ConnectStep,
+        /// The start timeout that passed.
+        timeout: Duration,
+    },
+
     /// TLS material is unusable (a certificate that does not parse, a key rustls refuses).
     #[error("TLS setup for plugin {plugin} failed: {reason}")]
     Tls {
@@ -274,6 +291,33 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A step of connecting to a plugin once it printed its handshake line, as
+/// [`Error::ConnectTimeout`] names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectStep {
+    /// Opening the socket to the address in the handshake line.
+    Dial,
+    /// The TLS handshake (AutoMTLS, or the host's own TLS configuration).
+    Tls,
+    /// Opening the yamux session and its streams (netrpc, or gRPC multiplexed on one
+    /// connection).
+    Yamux,
+    /// The HTTP/2 handshake: the plugin's settings and its answer to a ping.
+    Http2,
+}
+
+impl std::fmt::Display for ConnectStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConnectStep::Dial => "dialing its socket",
+            ConnectStep::Tls => "the TLS handshake",
+            ConnectStep::Yamux => "opening the yamux session",
+            ConnectStep::Http2 => "the HTTP/2 handshake (its settings and an answer to a ping)",
+        })
+    }
 }
 
 /// Formats a stderr tail as a suffix of an error message.

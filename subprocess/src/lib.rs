@@ -35,7 +35,7 @@ pub use broker::{Broker, BrokerServer};
 pub use connection::{
     Config, Connection, DEFAULT_KILL_GRACE, DEFAULT_START_TIMEOUT, cleanup_clients,
 };
-pub use error::{Error, Result};
+pub use error::{ConnectStep, Error, Result};
 pub use handshake::{Address, HandshakeConfig, HandshakeLine, Protocol};
 pub use reattach::ReattachConfig;
 #[cfg(unix)]

@@ -808,11 +808,19 @@ pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
     ))
 }
 
-/// A channel that starts with one connection from `dialer` and dials it again for more under
-/// load (see [`PluginChannel`]). Failures to open the first are reported here.
-pub(crate) async fn growing_channel(dialer: Dialer) -> Result<PluginChannel, String> {
-    let first = open(dialer.clone(), false).await?;
-    Ok(pooled(first, Some(dialer), None, GROW_TIMEOUT))
+/// A channel on `first`, the plugin's first connection (already dialed, and under TLS where
+/// TLS is used), once the plugin has answered a ping on it: the answer follows the plugin's
+/// HTTP/2 settings, so a plugin whose socket accepts and never speaks HTTP/2 is found here
+/// rather than at its first call. With `dialer`, the channel dials the plugin again for more
+/// connections under load (see [`PluginChannel`]); without, it keeps the one. The caller
+/// bounds how long this may take.
+pub(crate) async fn answered_channel(
+    first: BoxIo,
+    dialer: Option<Dialer>,
+) -> Result<PluginChannel, String> {
+    let limit = if dialer.is_some() { None } else { Some(1) };
+    let first = handshake(first, true).await?;
+    Ok(pooled(first, dialer, limit, GROW_TIMEOUT))
 }
 
 /// How many connections a growing channel may have: the host's CPU count, at most
@@ -851,6 +859,12 @@ fn pooled(
 /// the plugin answers a ping on it, which shows that it serves the connection.
 async fn open(dialer: Dialer, answered: bool) -> Result<h2::client::SendRequest<Bytes>, String> {
     let io = dialer().await.map_err(|error| describe(&error))?;
+    handshake(io, answered).await
+}
+
+/// Runs the HTTP/2 handshake on `io` and starts the task driving the connection; with
+/// `answered`, also waits until the plugin answers a ping on it.
+async fn handshake(io: BoxIo, answered: bool) -> Result<h2::client::SendRequest<Bytes>, String> {
     let (send, mut connection) = h2::client::Builder::new()
         // Fixed windows large enough for big messages; adaptive windows would add BDP pings
         // to the round trips of small calls.

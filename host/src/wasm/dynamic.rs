@@ -11,7 +11,7 @@ use std::fmt::{self, Write as _};
 
 use futures::future::BoxFuture;
 use wasmtime::Store;
-use wasmtime::component::types::{ComponentExtern, ComponentFunc, ComponentItem};
+use wasmtime::component::types::{ComponentExtern, ComponentFunc, ComponentItem, ResourceType};
 use wasmtime::component::{InstancePre, Type, Val};
 
 use crate::error::{Error, Result};
@@ -89,11 +89,31 @@ impl Bindings for DynamicInstance {
 pub struct Dynamic {
     pool: Pool<DynamicInstance>,
     functions: Vec<Function>,
+    resources: Vec<(String, ResourceType)>,
 }
 
 impl Dynamic {
-    pub(crate) fn new(pool: Pool<DynamicInstance>, functions: Vec<Function>) -> Dynamic {
-        Dynamic { pool, functions }
+    pub(crate) fn new(
+        pool: Pool<DynamicInstance>,
+        functions: Vec<Function>,
+        resources: Vec<(String, ResourceType)>,
+    ) -> Dynamic {
+        Dynamic {
+            pool,
+            functions,
+            resources,
+        }
+    }
+
+    /// The name of the resource behind an `own` or `borrow` in a function's type, as the
+    /// component imports or exports it: `interface#name` (`plinth:kv/store@0.1.0#handle`), or
+    /// a bare name for a resource imported or exported directly. `None` for a resource the
+    /// component names nowhere.
+    pub fn resource_name(&self, resource: &ResourceType) -> Option<&str> {
+        self.resources
+            .iter()
+            .find(|(_, known)| known == resource)
+            .map(|(name, _)| name.as_str())
     }
 
     /// The exported functions, in the component's order.
@@ -262,6 +282,30 @@ pub(crate) fn imported_functions(
     component: &wasmtime::component::Component,
 ) -> Vec<Function> {
     functions(engine, component.component_type().imports(engine))
+}
+
+/// Lists the resources a component imports and exports, directly and in its interfaces, each
+/// with its name (`interface#name`, or a bare name).
+pub(crate) fn resources(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Vec<(String, ResourceType)> {
+    let ty = component.component_type();
+    let mut resources = Vec::new();
+    for (name, item) in ty.imports(engine).chain(ty.exports(engine)) {
+        match item.ty {
+            ComponentItem::Resource(resource) => resources.push((name.to_owned(), resource)),
+            ComponentItem::ComponentInstance(instance) => {
+                for (inner, item) in instance.exports(engine) {
+                    if let ComponentItem::Resource(resource) = item.ty {
+                        resources.push((format!("{name}#{inner}"), resource));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    resources
 }
 
 fn functions<'a>(

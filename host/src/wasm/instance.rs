@@ -11,11 +11,11 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::error::{Error, Result};
-use crate::wasm::dynamic::{Dynamic, Function, exported_functions, imported_functions};
+use crate::wasm::dynamic::{Dynamic, Function, exported_functions, imported_functions, resources};
 use crate::wasm::engine::Engine;
 use crate::wasm::interface::InterfaceName;
 use crate::wasm::limits::Limits;
-use crate::wasm::pool::{Bindings, Drain, Pool, describe};
+use crate::wasm::pool::{Bindings, Drain, Pool, link_reason};
 use crate::wasm::sandbox::Grants;
 use crate::wasm::state::HostState;
 use crate::wasm::stdio::Output;
@@ -145,8 +145,14 @@ impl Loaded {
     /// Links the component for calls by name: imports the host does not provide trap.
     pub(crate) fn link_dynamic(self: &Arc<Self>) -> Result<Dynamic> {
         let pre = self.instantiate_pre(|_| Ok(()), true)?;
-        let functions = exported_functions(self.engine.wasmtime(), &self.component);
-        Ok(Dynamic::new(Pool::new(self.clone(), pre)?, functions))
+        let engine = self.engine.wasmtime();
+        let functions = exported_functions(engine, &self.component);
+        let resources = resources(engine, &self.component);
+        Ok(Dynamic::new(
+            Pool::new(self.clone(), pre)?,
+            functions,
+            resources,
+        ))
     }
 
     fn instantiate_pre(
@@ -156,7 +162,7 @@ impl Loaded {
     ) -> Result<InstancePre<HostState>> {
         let link_error = |e: wasmtime::Error| Error::Link {
             plugin: self.name().to_owned(),
-            reason: describe(&e),
+            reason: link_reason(&e),
         };
         let mut linker = Linker::new(self.engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;

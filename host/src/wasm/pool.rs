@@ -349,7 +349,7 @@ impl<B: Bindings> Pool<B> {
     pub(crate) fn new(loaded: Arc<Loaded>, pre: InstancePre<HostState>) -> Result<Pool<B>> {
         let pre = B::prepare(pre).map_err(|e| Error::Link {
             plugin: loaded.name().to_owned(),
-            reason: describe(&e),
+            reason: link_reason(&e),
         })?;
         let inner = Arc::new(PoolInner {
             idle: Mutex::new(Idle {
@@ -669,6 +669,13 @@ fn is_host_copy_exhausted(error: &wasmtime::Error) -> bool {
 fn start_deadline(store: &mut Store<HostState>, timeout: Option<std::time::Duration>) {
     store.data_mut().deadline.start(timeout, EPOCH_TICK);
     store.set_epoch_deadline(1);
+}
+
+/// A linker error as one line, outermost first: the import that did not match, then each
+/// cause under it, down to the root (such as "resource implementation is missing").
+pub(crate) fn link_reason(error: &wasmtime::Error) -> String {
+    let causes: Vec<String> = error.chain().map(|cause| cause.to_string()).collect();
+    causes.join(": ")
 }
 
 /// A wasmtime error as one text: the root cause (the trap itself) first, then its context

@@ -11,6 +11,8 @@
 //	badcert    prints a gRPC handshake whose certificate is not base64
 //	exit       writes to stderr and exits with status 3 before any handshake
 //	silent     never prints a handshake
+//	mute       prints a gRPC handshake naming a socket that accepts and never speaks
+//	mutetls    the same, with a certificate in the handshake line
 //	shortlived serves KV, then exits with status 4 after 300 ms
 //	flood      serves KV whose every Get first writes 4 MiB to stdout and 4 MiB of log lines
 //	           to stderr
@@ -18,8 +20,10 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/rpc"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -68,6 +72,31 @@ func (f *flooding) Get(key string) ([]byte, error) {
 	return []byte("flooded"), nil
 }
 
+// listenMute serves a socket that accepts connections and never speaks on them, with bytes
+// shaped like a certificate in its handshake line when withCert is set.
+func listenMute(withCert bool) {
+	path := filepath.Join(os.Getenv("PLUGIN_UNIX_SOCKET_DIR"), "mute.sock")
+	listener, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bad-plugin: cannot listen: %v\n", err)
+		os.Exit(1)
+	}
+	cert := ""
+	if withCert {
+		cert = "MIIB" + strings.Repeat("A", 60)
+	}
+	fmt.Printf("1|1|unix|%s|grpc|%s\n", path, cert)
+	os.Stdout.Sync()
+	var held []net.Conn
+	for {
+		conn, err := listener.Accept()
+		if err != nil {
+			return
+		}
+		held = append(held, conn)
+	}
+}
+
 func handshake(line string) {
 	fmt.Println(line)
 	os.Stdout.Sync()
@@ -112,6 +141,8 @@ func main() {
 		os.Exit(3)
 	case "silent":
 		time.Sleep(time.Hour)
+	case "mute", "mutetls":
+		listenMute(mode == "mutetls")
 	case "shortlived":
 		go func() {
 			time.Sleep(300 * time.Millisecond)
