@@ -899,6 +899,46 @@ async fn a_plugin_exiting_after_the_handshake_fails_the_next_call_with_its_statu
     assert!(client.exited());
 }
 
+/// Asserts that `stderr` is a bounded tail (20 lines, 4 KiB) ending with `last`.
+fn assert_tail_ends_with(stderr: &str, last: &str, what: &str) {
+    assert!(stderr.lines().count() <= 20, "{what}: {stderr}");
+    assert!(stderr.len() <= 4096, "{what}: {} bytes", stderr.len());
+    assert_eq!(stderr.lines().last(), Some(last), "{what}: {stderr}");
+}
+
+#[tokio::test]
+async fn an_exit_error_quotes_a_bounded_tail_ending_with_the_plugins_last_line() {
+    let last_text = "last words: the disk is full";
+    let last_json = r#"[ERROR] last words reason="the disk is full""#;
+    for (mode, last) in [("text", last_text), ("json", last_json)] {
+        let (client, kv) = kv_of(command("last-words").env("PLINTH_LAST_WORDS", mode)).await;
+        match wire(kv.get("die").await.unwrap_err()) {
+            WireError::Exited { status, stderr, .. } => {
+                assert_eq!(status, "exit status: 5", "{mode}");
+                assert_tail_ends_with(&stderr, last, mode);
+                if mode == "json" {
+                    assert!(
+                        stderr
+                            .lines()
+                            .all(|line| line.starts_with("[INFO] working padding=ppp")
+                                || line == last),
+                        "hclog JSON is quoted as level, message and fields: {stderr}"
+                    );
+                }
+            }
+            other => panic!("{mode}: expected Exited, got {other:?}"),
+        }
+        assert!(client.exited());
+    }
+    match start_error(command("last-words").env("PLINTH_LAST_WORDS", "start")).await {
+        WireError::ExitedBeforeHandshake { status, stderr, .. } => {
+            assert_eq!(status, "exit status: 5");
+            assert_tail_ends_with(&stderr, last_text, "start");
+        }
+        other => panic!("expected ExitedBeforeHandshake, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_flooding_plugin_is_never_blocked_and_no_line_is_lost() {
     let stdout = SharedBuffer::default();
