@@ -617,11 +617,15 @@ async fn a_plugin_that_dies_fails_the_next_call_at_once_and_takes_its_descendant
 #[test]
 fn what_a_host_killed_with_sigkill_left_running_is_ended_by_the_next_host() {
     use std::io::BufRead;
-    fn start_host(
-        plugin: &str,
-        tmp: &std::path::Path,
-        pids: &std::path::Path,
-    ) -> (std::process::Child, u32) {
+    /// A host process, SIGKILLed (no destructor of it runs) when dropped.
+    struct Host(std::process::Child);
+    impl Drop for Host {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    fn start_host(plugin: &str, tmp: &std::path::Path, pids: &std::path::Path) -> (Host, u32) {
         let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_dying-host"))
             .arg(go(plugin))
             .env("TMPDIR", tmp)
@@ -638,7 +642,7 @@ fn what_a_host_killed_with_sigkill_left_running_is_ended_by_the_next_host() {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("host printed {line:?}"));
-        (host, pid)
+        (Host(host), pid)
     }
     fn wait_until(what: &str, done: impl Fn() -> bool) {
         for _ in 0..400 {
@@ -651,18 +655,16 @@ fn what_a_host_killed_with_sigkill_left_running_is_ended_by_the_next_host() {
     }
     let temp = tempfile::tempdir().unwrap();
     let pids = temp.path().join("pids");
-    let (mut first, plugin) = start_host("descendants", temp.path(), &pids);
+    let (first, plugin) = start_host("descendants", temp.path(), &pids);
     let plugin = Watched::new(plugin);
     wait_until("the forked child records its pid", || pids.exists());
     let text = std::fs::read_to_string(&pids).unwrap();
     let child = Watched::new(text.trim().parse().unwrap());
-    first.kill().unwrap(); // SIGKILL: no destructor runs in the host
-    first.wait().unwrap();
+    drop(first);
     wait_until("the plugin ends on its parent-death signal", || {
         plugin.ended()
     });
     // Nothing of the dead host is left to end the child, which ignores SIGTERM.
-    std::thread::sleep(Duration::from_millis(200));
     assert!(
         !child.ended(),
         "the child survives its host's SIGKILL, as documented"
@@ -675,13 +677,12 @@ fn what_a_host_killed_with_sigkill_left_running_is_ended_by_the_next_host() {
         in_plinth_cgroup,
         "plugins get a cgroup of their own here (a writable cgroup v2 with cgroup.kill)"
     );
-    let (mut next, _) = start_host("kv-plugin", temp.path(), &pids);
+    // The next host leaves its own cgroup for the host after it, as it is killed too.
+    let (_next, _) = start_host("kv-plugin", temp.path(), &pids);
     wait_until(
         "the next host's first start ends what the dead one left",
         || child.ended(),
     );
-    next.kill().unwrap();
-    next.wait().unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
