@@ -22,7 +22,7 @@
 //! the child's borrowed memory; the child puts handled signals and `SIGPIPE` back to their
 //! defaults and unblocks everything, as `Command` does, before it execs.
 //!
-//! No process outlives its plugin, as far as the host can see to it. Each plugin leads a process
+//! No process outlives its plugin, within what the host can reach. Each plugin leads a process
 //! group of its own (`setpgid` before `exec`), so what it forks stays in the group; where the
 //! host may, it also enters a cgroup of its own ([`crate::cgroup`], on the `clone` path), which
 //! holds even a daemon that left the group with `setsid`. Whenever the plugin ends — killed,
@@ -142,8 +142,8 @@ impl Descendants {
     }
 }
 
-/// Whether a plugin started with `inherit_stdin` leads a group of its own: not when its stdin
-/// is the host's terminal, which a background group cannot read.
+/// Whether a plugin leads a process group of its own: not when it shares the host's stdin and
+/// that is a terminal, which a background group cannot read.
 fn own_group(inherit_stdin: bool) -> bool {
     // SAFETY: isatty only looks at descriptor 0.
     !(inherit_stdin && unsafe { libc::isatty(0) } == 1)
@@ -179,13 +179,16 @@ impl Forked {
     async fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(pid) = self.child.id() {
             // Not reaped until the descendants are killed: tokio reaps in `wait`.
-            while !exited(pid)? {
+            loop {
+                if exited(pid)? {
+                    self.descendants.kill();
+                    break;
+                }
                 if self.exits.recv().await.is_none() {
                     // The runtime is shutting down; tokio's own wait is all there is.
                     break;
                 }
             }
-            self.descendants.kill();
         }
         self.child.wait().await
     }
