@@ -9,12 +9,12 @@ use std::time::Duration;
 use plinth::gob::{FromGob, GobError, Struct, ToGob, Value};
 use plinth::subprocess::netrpc::{CallError, RpcClient};
 use plinth::subprocess::{Error as WireError, HandshakeConfig, Protocol, ReattachConfig};
-use plinth::{Client, ClientConfig, Error, NetRpcConn, Plugin};
+use plinth::{AutoMtls, Client, ClientConfig, Error, NetRpcConn, Plugin};
 use plinth_examples::counter::CounterPlugin;
 use plinth_examples::greeter::{self, GreeterPlugin};
 use plinth_examples::kv::KvPlugin;
 use plinth_examples::{go_plugin, handshake};
-use plinth_interop::{Capture, SharedBuffer};
+use plinth_interop::{Capture, SharedBuffer, mtls_policy};
 
 fn netrpc(name: &str) -> ClientConfig {
     let path = go_plugin(name);
@@ -58,7 +58,7 @@ async fn the_classic_greeter_greets_with_and_without_auto_mtls() {
     let capture = Capture::default();
     let _guard = capture.install();
     for mtls in [true, false] {
-        let client = Client::start(basic_greeter().auto_mtls(mtls))
+        let client = Client::start(basic_greeter().auto_mtls(mtls_policy(mtls)))
             .await
             .unwrap();
         let connection = client.connection().unwrap();
@@ -461,7 +461,7 @@ async fn a_hung_call_is_bounded_by_the_callers_timeout_while_others_go_on() {
 #[tokio::test]
 async fn a_second_host_reattaches_to_a_running_netrpc_plugin() {
     // A reattach configuration carries no certificates: the plugin must listen in plaintext.
-    let first = Client::start(netrpc("netrpc-kv").auto_mtls(false))
+    let first = Client::start(netrpc("netrpc-kv").auto_mtls(AutoMtls::Off))
         .await
         .unwrap();
     let kv = first.dispense(&KvPlugin).await.unwrap();

@@ -19,6 +19,7 @@ use plinth::{Client, ClientConfig};
 use plinth_examples::counter::{AddHelper, Counter, CounterPlugin};
 use plinth_examples::kv::KvPlugin;
 use plinth_examples::{go_plugin, handshake};
+use plinth_interop::mtls_policy;
 use plinth_subprocess::serve::{MISCONFIGURED_MESSAGE, NOT_A_PLUGIN_MESSAGE};
 use serde_json::Value;
 
@@ -241,7 +242,7 @@ async fn plinth_host_loads_the_rust_plugins_with_and_without_auto_mtls() {
     for mtls in [false, true] {
         let config = ClientConfig::command(rust_plugin("kv-plugin"))
             .handshake(handshake())
-            .auto_mtls(mtls);
+            .auto_mtls(mtls_policy(mtls));
         let client = Client::start(config).await.expect("kv-plugin starts");
         let kv = client.dispense(&KvPlugin).await.expect("kv dispenses");
         kv.put("hello", b"world").await.expect("put");
@@ -252,7 +253,7 @@ async fn plinth_host_loads_the_rust_plugins_with_and_without_auto_mtls() {
 
         let config = ClientConfig::command(rust_plugin("counter-plugin"))
             .handshake(handshake())
-            .auto_mtls(mtls);
+            .auto_mtls(mtls_policy(mtls));
         let client = Client::start(config).await.expect("counter-plugin starts");
         let counter: Arc<dyn Counter> = client.dispense(&CounterPlugin).await.unwrap();
         for value in [1, 2, 39] {

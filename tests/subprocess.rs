@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plinth::subprocess::{Error as WireError, HandshakeConfig, Protocol};
-use plinth::{Client, ClientConfig, Error, PluginSet};
+use plinth::{AutoMtls, Client, ClientConfig, Error, PluginSet};
 use plinth_examples::counter::{AddHelper, Counter, CounterPlugin};
 use plinth_examples::kv::{Kv, KvPlugin};
 use plinth_examples::{go_plugin, handshake};
-use plinth_interop::{Capture, SharedBuffer, guest, many_callers_spread_over_connections};
+use plinth_interop::{
+    Capture, SharedBuffer, guest, many_callers_spread_over_connections, mtls_policy,
+};
 
 fn go(name: &str) -> std::path::PathBuf {
     let path = go_plugin(name);
@@ -59,7 +61,7 @@ fn process_gone(pid: u32) -> bool {
 
 #[tokio::test]
 async fn kv_from_a_go_plugin_with_auto_mtls() {
-    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Require)).await;
     put_get(&*kv).await;
     let missing = kv.get("nothing").await.unwrap_err();
     assert!(
@@ -73,14 +75,14 @@ async fn kv_from_a_go_plugin_with_auto_mtls() {
 
 #[tokio::test]
 async fn kv_from_a_go_plugin_in_plaintext() {
-    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    let (client, kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Off)).await;
     put_get(&*kv).await;
     client.kill().await;
 }
 
 #[tokio::test]
 async fn alpn_enforcing_grpc_go_accepts_our_tls() {
-    let (client, kv) = kv_of(command("kv-plugin-alpn").auto_mtls(true)).await;
+    let (client, kv) = kv_of(command("kv-plugin-alpn").auto_mtls(AutoMtls::Require)).await;
     put_get(&*kv).await;
     client.kill().await;
 }
@@ -91,7 +93,7 @@ async fn tcp_transport_with_and_without_tls() {
         let config = ClientConfig::command(go("tcp-relay"))
             .args([go("kv-plugin")])
             .handshake(handshake())
-            .auto_mtls(mtls);
+            .auto_mtls(mtls_policy(mtls));
         let (client, kv) = kv_of(config).await;
         let address = client.connection().unwrap().address().clone();
         assert!(
@@ -106,7 +108,7 @@ async fn tcp_transport_with_and_without_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_callers_spread_over_more_connections_to_a_go_plugin() {
     for mtls in [true, false] {
-        let (client, kv) = kv_of(command("kv-plugin").auto_mtls(mtls)).await;
+        let (client, kv) = kv_of(command("kv-plugin").auto_mtls(mtls_policy(mtls))).await;
         many_callers_spread_over_connections(&client, kv.clone()).await;
         // The plugin still serves sequential calls and shuts down as before.
         put_get(&*kv).await;
@@ -163,7 +165,7 @@ impl AddHelper for Adder {
 async fn counter_calls_back_into_the_host_through_the_broker() {
     for (mtls, multiplex) in [(false, false), (true, false), (false, true), (true, true)] {
         let config = command("counter-plugin")
-            .auto_mtls(mtls)
+            .auto_mtls(mtls_policy(mtls))
             .multiplex(multiplex);
         let client = Client::start(config).await.unwrap();
         let counter: Arc<dyn Counter> = client.dispense(&CounterPlugin).await.unwrap();
@@ -181,9 +183,13 @@ async fn counter_calls_back_into_the_host_through_the_broker() {
 #[tokio::test]
 async fn host_dials_a_service_the_plugin_offers() {
     for (mtls, multiplex) in [(false, false), (true, false), (true, true)] {
-        let client = Client::start(command("broker-offer").auto_mtls(mtls).multiplex(multiplex))
-            .await
-            .unwrap();
+        let client = Client::start(
+            command("broker-offer")
+                .auto_mtls(mtls_policy(mtls))
+                .multiplex(multiplex),
+        )
+        .await
+        .unwrap();
         let connection = client.connection().unwrap();
         let channel = connection
             .broker()
@@ -212,7 +218,7 @@ async fn host_dials_a_service_the_plugin_offers() {
 
 #[tokio::test]
 async fn dialing_an_id_nobody_offers_times_out_with_a_typed_error() {
-    let client = Client::start(command("kv-plugin").auto_mtls(false))
+    let client = Client::start(command("kv-plugin").auto_mtls(AutoMtls::Off))
         .await
         .unwrap();
     let error = client
@@ -403,7 +409,7 @@ unsafe fn libc_kill(pid: u32) {
 
 #[tokio::test]
 async fn reattach_connects_without_spawning_and_only_kills_when_told() {
-    let (owner, kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    let (owner, kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Off)).await;
     kv.put("shared", b"state").await.unwrap();
     let reattach = owner.reattach_config().unwrap();
     let json = reattach.to_json();
@@ -437,7 +443,7 @@ async fn reattach_connects_without_spawning_and_only_kills_when_told() {
 
 #[tokio::test]
 async fn reattach_to_a_dead_process_is_a_typed_error() {
-    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(false)).await;
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Off)).await;
     let config = owner.reattach_config().unwrap();
     owner.kill().await;
     let error = start_error(ClientConfig::reattach(config)).await;
@@ -739,7 +745,7 @@ async fn malformed_handshake_lines_are_typed_errors() {
         ("badcert", |e| matches!(e, H::Certificate { .. })),
     ];
     for (mode, expected) in cases {
-        match start_error(bad(mode).auto_mtls(true)).await {
+        match start_error(bad(mode).auto_mtls(AutoMtls::Require)).await {
             WireError::Handshake { reason, .. } => assert!(expected(&reason), "{mode}: {reason:?}"),
             other => panic!("{mode}: {other:?}"),
         }
@@ -762,7 +768,7 @@ async fn version_and_protocol_mismatches_are_typed_errors() {
 
 #[tokio::test]
 async fn unreachable_address_is_a_connect_error() {
-    let error = start_error(bad("unreachable").auto_mtls(false)).await;
+    let error = start_error(bad("unreachable").auto_mtls(AutoMtls::Off)).await;
     assert!(matches!(error, WireError::Connect { .. }), "{error:?}");
 }
 
@@ -778,8 +784,8 @@ async fn silent_plugin_hits_the_start_timeout_and_is_reaped() {
 async fn a_socket_that_never_speaks_times_out_connecting_at_the_step_it_hung() {
     use plinth::subprocess::ConnectStep;
     let cases = [
-        ("mute", false, ConnectStep::Http2),
-        ("mutetls", true, ConnectStep::Tls),
+        ("mute", plinth::AutoMtls::Off, ConnectStep::Http2),
+        ("mutetls", plinth::AutoMtls::Require, ConnectStep::Tls),
     ];
     for (mode, auto_mtls, step) in cases {
         let config = bad(mode)
@@ -810,9 +816,94 @@ async fn checksum_mismatch_refuses_to_start() {
 }
 
 #[tokio::test]
+async fn a_go_plugin_gets_mutual_tls_under_the_default_policy() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let over_tcp = ClientConfig::command(go("tcp-relay"))
+        .args([go("kv-plugin")])
+        .handshake(handshake());
+    for config in [command("kv-plugin"), over_tcp] {
+        let (client, kv) = kv_of(config).await;
+        put_get(&*kv).await;
+        let connection = client.connection().unwrap();
+        assert!(connection.tls(), "{:?}", connection.address());
+        assert!(connection.handshake().server_cert.is_some());
+        client.kill().await;
+    }
+    assert!(capture.events("plinth::auto_mtls").is_empty());
+}
+
+#[tokio::test]
+async fn a_certificate_the_host_did_not_offer_is_refused() {
+    // A PLUGIN_CLIENT_CERT the plugin got anyway (the host's own stale one is stripped; one
+    // set on purpose is passed on) makes a Go plugin serve TLS the host cannot check.
+    let stale = plinth::subprocess::transport::Identity::generate().unwrap();
+    let config = command("kv-plugin")
+        .auto_mtls(AutoMtls::Off)
+        .env("PLUGIN_CLIENT_CERT", stale.cert_pem());
+    let error = Client::start(config).await.expect_err("refused");
+    plinth_interop::assert_each_cause_said_once(&error);
+    match wire(error) {
+        WireError::UnexpectedCertificate { plugin, line } => {
+            assert_eq!(plugin, "kv-plugin");
+            let fields: Vec<&str> = line.split('|').collect();
+            assert_eq!(fields.get(4), Some(&"grpc"), "{line:?}");
+            assert!(
+                fields.get(5).is_some_and(|cert| cert.len() > 50),
+                "{line:?}"
+            );
+        }
+        other => panic!("expected UnexpectedCertificate, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_that_is_not_x509_is_refused_under_every_policy() {
+    use plinth::subprocess::handshake::HandshakeError as H;
+    for policy in [AutoMtls::Prefer, AutoMtls::Require, AutoMtls::Off] {
+        match start_error(bad("notx509").auto_mtls(policy)).await {
+            WireError::Handshake {
+                reason: H::Certificate { .. },
+                ..
+            } => {}
+            other => panic!("{policy}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tls_configuration_beside_an_offering_policy_is_a_config_error() {
+    let identity = plinth::subprocess::transport::Identity::generate().unwrap();
+    let tls = identity.client_config(identity.cert_der().clone()).unwrap();
+    for policy in [AutoMtls::Prefer, AutoMtls::Require] {
+        for config in [
+            command("kv-plugin").tls(tls.clone()).auto_mtls(policy),
+            command("kv-plugin").auto_mtls(policy).tls(tls.clone()),
+        ] {
+            let error = start_error(config).await;
+            assert!(matches!(error, WireError::Config { .. }), "{error:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn requiring_auto_mtls_refuses_to_reattach_without_a_tls_configuration() {
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Off)).await;
+    let reattach = owner.reattach_config().unwrap();
+    let required = ClientConfig::reattach(reattach.clone()).auto_mtls(AutoMtls::Require);
+    let error = start_error(required).await;
+    assert!(matches!(error, WireError::Reattach { .. }), "{error:?}");
+    // Preferring it reattaches in plaintext: there is nothing to exchange with a running plugin.
+    let (attached, kv) = kv_of(ClientConfig::reattach(reattach)).await;
+    put_get(&*kv).await;
+    assert!(!attached.connection().unwrap().tls());
+    owner.kill().await;
+}
+
+#[tokio::test]
 async fn tls_with_the_wrong_peer_certificate_fails_to_connect() {
     // A plugin that runs AutoMTLS with one host certificate refuses a host presenting another.
-    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Require)).await;
     let stranger = plinth::subprocess::transport::Identity::generate().unwrap();
     let server_cert = stranger.cert_der().clone();
     let tls = stranger.client_config(server_cert).unwrap();
@@ -1038,7 +1129,7 @@ async fn the_plugins_socket_lives_in_a_directory_only_this_user_can_enter() {
 
 #[tokio::test]
 async fn auto_mtls_refuses_a_client_without_the_exchanged_certificate() {
-    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(true)).await;
+    let (owner, _kv) = kv_of(command("kv-plugin").auto_mtls(AutoMtls::Require)).await;
     let reattach = owner.reattach_config().unwrap();
     // No TLS at all: the plugin's TLS server refuses the plaintext HTTP/2 preface.
     let error = start_error(ClientConfig::reattach(reattach.clone())).await;

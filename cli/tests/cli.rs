@@ -22,6 +22,16 @@ fn go_plugin(name: &str) -> String {
     path.to_str().expect("utf-8 path").to_owned()
 }
 
+fn python_plugin() -> String {
+    let path = plinth_examples::python_kv_plugin();
+    assert!(
+        path.exists(),
+        "{} is missing: set up the Python plugin with `cargo xtask python`",
+        path.display()
+    );
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
 /// The handshake the Go fixtures are built with.
 const COOKIE: [&str; 2] = ["--cookie", "PLINTH_PLUGIN=kv"];
 
@@ -279,6 +289,78 @@ fn inspect_launches_an_executable_and_lists_its_grpc_services() {
     assert_eq!(json["negotiated_version"], 1, "{json}");
     let services = json["services"].as_array().unwrap();
     assert!(services.contains(&"proto.KV".into()), "{json}");
+}
+
+#[test]
+fn auto_mtls_decides_whether_a_plugin_without_it_is_loaded() {
+    let python = python_plugin();
+    let inspect = |flags: &[&str]| {
+        let mut args = vec!["inspect", "--json"];
+        args.extend_from_slice(flags);
+        args.extend([python.as_str(), COOKIE[0], COOKIE[1]]);
+        plinth(&args)
+    };
+    let warning = "warning: kv-plugin-python does not support AutoMTLS";
+    // `prefer`, the default: loaded in plaintext, and the user is told.
+    for flags in [&[][..], &["--auto-mtls", "prefer"]] {
+        let out = inspect(flags);
+        assert!(out.status.success(), "{flags:?}: {}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["tls"], false, "{json}");
+        assert_eq!(json["transport"], "tcp, plaintext", "{json}");
+        assert!(
+            stderr(&out).contains(warning),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+    }
+    // `require`: refused, exit 3, with the way out.
+    let out = inspect(&["--auto-mtls", "require"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: kv-plugin-python does not support AutoMTLS"),
+        "{err}"
+    );
+    assert!(err.contains("hint: --auto-mtls prefer"), "{err}");
+    // `off`, however spelled: loaded in plaintext, nothing to warn about.
+    for flags in [&["--auto-mtls", "off"][..], &["--no-auto-mtls"]] {
+        let out = inspect(flags);
+        assert!(out.status.success(), "{flags:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("warning:"), "{}", stderr(&out));
+    }
+    // A Go plugin meets `require`.
+    let kv = go_plugin("kv-plugin");
+    let out = plinth(&[
+        "inspect",
+        "--json",
+        "--auto-mtls",
+        "require",
+        &kv,
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tls"], true, "{json}");
+    assert!(!stderr(&out).contains("warning:"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unknown_auto_mtls_policy_is_a_usage_error() {
+    let out = plinth(&[
+        "inspect",
+        "--auto-mtls",
+        "on",
+        &go_plugin("kv-plugin"),
+        COOKIE[0],
+        COOKIE[1],
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    for policy in ["prefer", "require", "off"] {
+        assert!(err.contains(policy), "{err}");
+    }
 }
 
 #[test]

@@ -8,6 +8,18 @@
 # It writes its process id to the file PLINTH_FAKE_PID names. For the tests in cli.rs.
 import os, socket, threading, time
 
+# A self-signed certificate (CN=localhost, P-256) in the raw base64 go-plugin uses: it parses,
+# so the host goes on to the TLS handshake, which this socket never answers.
+CERTIFICATE = (
+    "MIIBgDCCASWgAwIBAgIULlFWi8Ho17q+C/8AZaoqc+rYrTgwCgYIKoZIzj0EAwIwFDESMBAGA1UE"
+    "AwwJbG9jYWxob3N0MCAXDTI2MTIwNzEyMjg1OFoYDzIxMjYxMTEzMTIyODU4WjAUMRIwEAYDVQQD"
+    "DAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARkGWzZEA2QsCKsLOFAT+rUNfjA"
+    "50K4+pVTSvObREWBgdfo0uQHsBUI7JwKbE+E3CQ9H5AX6YAA/6J4jDxzsTF8o1MwUTAdBgNVHQ4E"
+    "FgQU53pVsQQAneb5f40+U+bc1rsiCUUwHwYDVR0jBBgwFoAU53pVsQQAneb5f40+U+bc1rsiCUUw"
+    "DwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAnGnNRXoJBCukJiLPranNNV5u6OEw"
+    "Ya7L+6vC4u7UqUwCIQCDwDYgQvzkqufVw5tsqc7kCSHV2HVopwD5tZFG0E1fIg"
+)
+
 mode = os.environ["PLINTH_FAKE_MODE"]
 with open(os.environ["PLINTH_FAKE_PID"], "w") as f:
     f.write(str(os.getpid()))
@@ -31,8 +43,7 @@ else:
     listener.bind(path)
     listener.listen(16)
     address = "unix|" + path
-# Base64 of bytes that open like a DER certificate: enough to pass for one in the line.
-certificate = "MIIB" + "A" * 60 if mode == "mute-tls" else ""
+certificate = CERTIFICATE if mode == "mute-tls" else ""
 print("1|1|%s|grpc|%s" % (address, certificate), flush=True)
 
 

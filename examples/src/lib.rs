@@ -36,6 +36,12 @@ pub fn go_plugin(name: &str) -> PathBuf {
     go_bin_dir().join(name)
 }
 
+/// The launcher of the Python kv plugin in `tests/python` (grpcio, no AutoMTLS, the same
+/// handshake as the Go plugins), written by `cargo xtask python`.
+pub fn python_kv_plugin() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/.build/kv-plugin-python")
+}
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plinth_subprocess::{Connection, HandshakeConfig, Protocol, ReattachConfig, StdioSinks};
+use plinth_subprocess::{
+    AutoMtls, Connection, HandshakeConfig, Protocol, ReattachConfig, StdioSinks,
+};
 
 use crate::error::{Error, Result};
 use crate::grpc::GrpcConn;
@@ -47,7 +49,7 @@ struct SubprocessSettings {
     handshake: Option<HandshakeConfig>,
     versioned: BTreeMap<u32, PluginSet>,
     allowed_protocols: Vec<Protocol>,
-    auto_mtls: bool,
+    auto_mtls: Option<AutoMtls>,
     tls: Option<Arc<rustls::ClientConfig>>,
     multiplex: bool,
     start_timeout: Duration,
@@ -64,7 +66,7 @@ impl Default for SubprocessSettings {
             handshake: None,
             versioned: BTreeMap::new(),
             allowed_protocols: vec![Protocol::Grpc],
-            auto_mtls: true,
+            auto_mtls: None,
             tls: None,
             multiplex: false,
             start_timeout: plinth_subprocess::DEFAULT_START_TIMEOUT,
@@ -96,11 +98,11 @@ impl Default for SubprocessSettings {
 /// A go-plugin executable, with the handshake it was built with:
 ///
 /// ```no_run
-/// use plinth::{ClientConfig, HandshakeConfig};
+/// use plinth::{AutoMtls, ClientConfig, HandshakeConfig};
 ///
 /// let config = ClientConfig::command("plugins/kv-plugin")
 ///     .handshake(HandshakeConfig::new(1, "PLINTH_PLUGIN", "kv"))
-///     .auto_mtls(true);
+///     .auto_mtls(AutoMtls::Require);
 /// ```
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -200,17 +202,32 @@ impl ClientConfig {
         self
     }
 
-    /// Mutual TLS with certificates generated for this launch (go-plugin's `AutoMTLS`).
-    /// Default: on — unlike go-plugin, whose default is off.
-    pub fn auto_mtls(mut self, on: bool) -> ClientConfig {
-        self.subprocess.auto_mtls = on;
+    /// Whether an executable is offered mutual TLS with certificates generated for this launch
+    /// (go-plugin's `AutoMTLS`, a bool there), and what happens when it answers without a
+    /// certificate:
+    ///
+    /// - [`AutoMtls::Prefer`], the default (go-plugin's is off): mutual TLS when the plugin
+    ///   takes it up, else plaintext with a `WARN` event (target `plinth::auto_mtls`) naming
+    ///   the plugin, so that plugins written without go-plugin (go-plugin's own Python
+    ///   example) load.
+    /// - [`AutoMtls::Require`]: such a plugin is refused with
+    ///   [`Error::AutoMtlsUnsupported`](crate::subprocess::Error::AutoMtlsUnsupported) and
+    ///   killed.
+    /// - [`AutoMtls::Off`]: no certificate is offered; a plugin that sends one anyway is refused
+    ///   with [`Error::UnexpectedCertificate`](crate::subprocess::Error::UnexpectedCertificate).
+    ///
+    /// [`AutoMtls`] says what plaintext exposes on a Unix socket and on TCP. With
+    /// [`ClientConfig::tls`] the default is `Off`, and a policy that offers a certificate beside
+    /// it fails the start with a configuration error. A reattached plugin exchanges no
+    /// certificates: `Require` then means it must be reached over [`ClientConfig::tls`].
+    pub fn auto_mtls(mut self, policy: AutoMtls) -> ClientConfig {
+        self.subprocess.auto_mtls = Some(policy);
         self
     }
 
     /// Dials an executable plugin with this TLS configuration (go-plugin's `TLSConfig`) instead
     /// of AutoMTLS.
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> ClientConfig {
-        self.subprocess.auto_mtls = false;
         self.subprocess.tls = Some(config);
         self
     }
@@ -418,7 +435,6 @@ impl ClientConfig {
             .handshake(handshake)
             .versions(versions)
             .allowed_protocols(settings.allowed_protocols.iter().copied())
-            .auto_mtls(settings.auto_mtls && !matches!(self.source, Source::Reattach(_)))
             .multiplex(settings.multiplex)
             .start_timeout(settings.start_timeout)
             .kill_grace(settings.kill_grace)
@@ -435,6 +451,9 @@ impl ClientConfig {
             });
         for (key, value) in &settings.env {
             config = config.env(key.clone(), value.clone());
+        }
+        if let Some(policy) = settings.auto_mtls {
+            config = config.auto_mtls(policy);
         }
         if let Some(tls) = &settings.tls {
             config = config.tls(tls.clone());

@@ -52,6 +52,6 @@ pub use kind::FileKind;
 pub use netrpc::NetRpcConn;
 pub use plinth_subprocess::netrpc::gob;
 pub use plinth_subprocess::transport::PluginChannel;
-pub use plinth_subprocess::{HandshakeConfig, Protocol, ReattachConfig};
+pub use plinth_subprocess::{AutoMtls, HandshakeConfig, Protocol, ReattachConfig};
 pub use plugin::{Plugin, PluginSet};
 pub use secure::Checksum;

@@ -23,6 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::auto_mtls::AutoMtls;
 use crate::broker::Broker;
 use crate::error::{ConnectStep, Error, Result};
 use crate::handshake::{self, Address, HandshakeConfig, HandshakeError, HandshakeLine, Protocol};
@@ -54,7 +55,7 @@ pub struct Config {
     handshake: HandshakeConfig,
     versions: Vec<u32>,
     allowed_protocols: Vec<Protocol>,
-    auto_mtls: bool,
+    auto_mtls: Option<AutoMtls>,
     tls: Option<Arc<rustls::ClientConfig>>,
     multiplex: bool,
     start_timeout: Duration,
@@ -89,7 +90,7 @@ impl Config {
             handshake: HandshakeConfig::new(1, "", ""),
             versions: Vec::new(),
             allowed_protocols: vec![Protocol::Grpc],
-            auto_mtls: false,
+            auto_mtls: None,
             tls: None,
             multiplex: false,
             start_timeout: DEFAULT_START_TIMEOUT,
@@ -138,15 +139,21 @@ impl Config {
         self
     }
 
-    /// Exchanges fresh certificates with the plugin and runs mutual TLS (go-plugin's
-    /// `AutoMTLS`). Default: off.
-    pub fn auto_mtls(mut self, on: bool) -> Config {
-        self.auto_mtls = on;
+    /// Whether fresh certificates are offered to a launched plugin for mutual TLS, and what
+    /// happens when it answers without one (go-plugin's `AutoMTLS`; see [`AutoMtls`] for what
+    /// each policy means for security). Default: [`AutoMtls::Prefer`] (go-plugin's default is
+    /// off), or [`AutoMtls::Off`] when [`Config::tls`] is given.
+    ///
+    /// Launching with [`Config::tls`] and a policy that offers a certificate is an
+    /// [`Error::Config`]: the two exclude each other. When reattaching, [`AutoMtls::Require`]
+    /// means that the plugin must be reached over the [`Config::tls`] configuration.
+    pub fn auto_mtls(mut self, policy: AutoMtls) -> Config {
+        self.auto_mtls = Some(policy);
         self
     }
 
     /// Dials with this TLS configuration (go-plugin's `TLSConfig`), for plugins whose TLS is
-    /// set up out of band. Its ALPN should include `h2`.
+    /// set up out of band, instead of AutoMTLS. Its ALPN should include `h2`.
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Config {
         self.tls = Some(config);
         self
@@ -216,6 +223,15 @@ impl Config {
     pub fn managed(mut self, on: bool) -> Config {
         self.managed = on;
         self
+    }
+
+    /// The AutoMTLS policy in force: the one set, else the default for the TLS settings.
+    fn auto_mtls_policy(&self) -> AutoMtls {
+        match (self.auto_mtls, &self.tls) {
+            (Some(policy), _) => policy,
+            (None, Some(_)) => AutoMtls::Off,
+            (None, None) => AutoMtls::Prefer,
+        }
     }
 
     fn offered_versions(&self) -> Vec<u32> {
@@ -299,9 +315,10 @@ impl Connection {
     ///
     /// Fails with [`Error::ChecksumMismatch`], [`Error::Spawn`],
     /// [`Error::ExitedBeforeHandshake`], [`Error::StartTimeout`], [`Error::Handshake`],
-    /// [`Error::VersionMismatch`], [`Error::UnsupportedProtocol`], [`Error::Connect`],
-    /// [`Error::ConnectTimeout`] or [`Error::Reattach`]; a launched process is killed and
-    /// reaped on every failure.
+    /// [`Error::VersionMismatch`], [`Error::UnsupportedProtocol`],
+    /// [`Error::AutoMtlsUnsupported`], [`Error::UnexpectedCertificate`], [`Error::Tls`],
+    /// [`Error::Connect`], [`Error::ConnectTimeout`] or [`Error::Reattach`]; a launched process
+    /// is killed and reaped on every failure.
     pub async fn start(config: Config) -> Result<Connection> {
         let connection = match config.source.clone() {
             Source::Command { path, args } => launch(&config, path, args).await?,
@@ -377,7 +394,8 @@ impl Connection {
     }
 
     /// Whether the connection to the plugin runs over TLS (AutoMTLS or an explicit
-    /// configuration).
+    /// configuration). Under [`AutoMtls::Prefer`], `false` means the plugin did not take up
+    /// the certificate it was offered and the connection is plaintext.
     pub fn tls(&self) -> bool {
         self.inner.tls
     }
@@ -614,7 +632,7 @@ async fn launch(config: &Config, path: PathBuf, args: Vec<OsString>) -> Result<C
     if let Some(expected) = config.checksum {
         verify_checksum(&path, expected).await?;
     }
-    let identity = if config.auto_mtls {
+    let identity = if config.auto_mtls_policy().offered() {
         Some(Identity::generate().map_err(|reason| Error::Tls {
             plugin: name.to_string(),
             reason,
@@ -671,7 +689,15 @@ async fn launch(config: &Config, path: PathBuf, args: Vec<OsString>) -> Result<C
             String::new(),
         ));
     }
-    let (tls_client, tls_server) = tls_for(config, &name, identity.as_ref(), &parsed)?;
+    let (tls_client, tls_server) = match tls_for(config, &name, identity.as_ref(), &parsed, &line) {
+        Ok(pair) => pair,
+        Err(error) => {
+            // Refused before anything is dialed: the plugin is gone when the error is returned.
+            process.kill();
+            process.wait().await;
+            return Err(error);
+        }
+    };
     let exit = process.exit_watch();
     let owner = Owner::Launched(process);
     connect(config, name, parsed, tls_client, tls_server, owner, exit).await
@@ -693,6 +719,11 @@ async fn attach(config: &Config, reattach: ReattachConfig) -> Result<Connection>
     if config.checksum.is_some() {
         return Err(reattach_error(
             "a checksum cannot be checked on a reattached plugin".to_owned(),
+        ));
+    }
+    if config.auto_mtls_policy() == AutoMtls::Require && config.tls.is_none() {
+        return Err(reattach_error(
+            "AutoMTLS is required, but a reattached plugin's certificates were exchanged with the host that launched it: give its TLS configuration with Config::tls".to_owned(),
         ));
     }
     if reattach.pid != 0 && !reattach::process_alive(reattach.pid) {
@@ -793,7 +824,7 @@ fn validate(config: &Config) -> Result<()> {
         ))
     } else if config.allowed_protocols.is_empty() {
         Some("no protocol is allowed".to_owned())
-    } else if config.auto_mtls && config.tls.is_some() {
+    } else if config.auto_mtls_policy().offered() && config.tls.is_some() {
         Some("AutoMTLS and an explicit TLS configuration exclude each other".to_owned())
     } else {
         None
@@ -944,11 +975,14 @@ type TlsPair = (
     Option<Arc<rustls::ServerConfig>>,
 );
 
+/// The TLS configurations to dial (and serve broker callbacks) with, by the AutoMTLS policy
+/// and what the handshake line carried.
 fn tls_for(
     config: &Config,
     name: &str,
     identity: Option<&Identity>,
     parsed: &HandshakeLine,
+    line: &str,
 ) -> Result<TlsPair> {
     let tls_error = |reason: String| Error::Tls {
         plugin: name.to_owned(),
@@ -961,12 +995,25 @@ fn tls_for(
             let server = identity.server_config(peer).map_err(tls_error)?;
             Ok((Some(client), Some(server)))
         }
-        (Some(_), None) => Err(tls_error(
-            "AutoMTLS is on but the plugin's handshake carries no certificate (was it built without AutoMTLS support?)".to_owned(),
-        )),
-        (None, Some(_)) if config.tls.is_none() => Err(tls_error(
-            "the plugin sent a TLS certificate but the host did not ask for AutoMTLS".to_owned(),
-        )),
+        (Some(_), None) if config.auto_mtls_policy() == AutoMtls::Require => {
+            Err(Error::AutoMtlsUnsupported {
+                plugin: name.to_owned(),
+                line: cut(line.trim_end()),
+            })
+        }
+        (Some(_), None) => {
+            tracing::warn!(
+                target: "plinth::auto_mtls",
+                plugin = %name,
+                address = %parsed.address,
+                "plugin {name} does not support AutoMTLS (its handshake line carries no certificate); connecting in plaintext"
+            );
+            Ok((None, None))
+        }
+        (None, Some(_)) if config.tls.is_none() => Err(Error::UnexpectedCertificate {
+            plugin: name.to_owned(),
+            line: cut(line.trim_end()),
+        }),
         (None, _) => Ok((config.tls.clone(), None)),
     }
 }
@@ -1170,6 +1217,93 @@ mod tests {
             .unwrap()
             .client_config(Identity::generate().unwrap().cert_der().clone())
             .unwrap();
-        assert!(validate(&ok.auto_mtls(true).tls(tls)).is_err());
+        // An explicit TLS configuration makes the default policy Off; a policy that offers a
+        // certificate beside it is a contradiction, in either order.
+        assert!(validate(&ok.clone().tls(tls.clone())).is_ok());
+        for policy in [AutoMtls::Prefer, AutoMtls::Require] {
+            assert!(validate(&ok.clone().tls(tls.clone()).auto_mtls(policy)).is_err());
+            assert!(validate(&ok.clone().auto_mtls(policy).tls(tls.clone())).is_err());
+        }
+        assert!(validate(&ok.tls(tls).auto_mtls(AutoMtls::Off)).is_ok());
+    }
+
+    #[test]
+    fn the_policy_in_force_defaults_by_the_tls_settings() {
+        let tls = Identity::generate()
+            .unwrap()
+            .client_config(Identity::generate().unwrap().cert_der().clone())
+            .unwrap();
+        let base = Config::command("/bin/plugin");
+        assert_eq!(base.auto_mtls_policy(), AutoMtls::Prefer);
+        assert_eq!(
+            base.clone().tls(tls.clone()).auto_mtls_policy(),
+            AutoMtls::Off
+        );
+        for policy in [AutoMtls::Prefer, AutoMtls::Require, AutoMtls::Off] {
+            assert_eq!(base.clone().auto_mtls(policy).auto_mtls_policy(), policy);
+            let both = base.clone().tls(tls.clone()).auto_mtls(policy);
+            assert_eq!(both.auto_mtls_policy(), policy);
+        }
+    }
+
+    fn line(server_cert: Option<Vec<u8>>) -> HandshakeLine {
+        HandshakeLine {
+            app_version: 1,
+            address: Address::Tcp("127.0.0.1:1234".parse().unwrap()),
+            protocol: Protocol::Grpc,
+            server_cert,
+            multiplex: false,
+        }
+    }
+
+    #[test]
+    fn the_auto_mtls_policy_decides_what_a_line_without_a_certificate_gets() {
+        let host = Identity::generate().unwrap();
+        let plugin = Identity::generate().unwrap();
+        let with_cert = line(Some(plugin.cert_der().to_vec()));
+        let without = line(None);
+        let text = "1|1|tcp|127.0.0.1:1234|grpc\n";
+        let config = |policy| {
+            Config::command("/bin/plugin")
+                .handshake(HandshakeConfig::new(1, "K", "V"))
+                .auto_mtls(policy)
+        };
+        for policy in [AutoMtls::Prefer, AutoMtls::Require] {
+            // A plugin that answers with a certificate gets mutual TLS, both ways.
+            let (client, server) =
+                tls_for(&config(policy), "p", Some(&host), &with_cert, text).unwrap();
+            assert!(client.is_some() && server.is_some(), "{policy}");
+        }
+        // One that answers without: plaintext under Prefer, refused under Require.
+        let (client, server) =
+            tls_for(&config(AutoMtls::Prefer), "p", Some(&host), &without, text).unwrap();
+        assert!(client.is_none() && server.is_none());
+        match tls_for(&config(AutoMtls::Require), "p", Some(&host), &without, text) {
+            Err(Error::AutoMtlsUnsupported { plugin, line }) => {
+                assert_eq!((plugin.as_str(), line.as_str()), ("p", text.trim_end()));
+            }
+            other => panic!("expected AutoMtlsUnsupported, got {:?}", other.map(|_| ())),
+        }
+        // Off offers nothing: plaintext, and a certificate nobody asked for is refused.
+        let (client, _) = tls_for(&config(AutoMtls::Off), "p", None, &without, text).unwrap();
+        assert!(client.is_none());
+        let cert_text = "1|1|tcp|127.0.0.1:1234|grpc|MIIB...\n";
+        match tls_for(&config(AutoMtls::Off), "p", None, &with_cert, cert_text) {
+            Err(Error::UnexpectedCertificate { plugin, line }) => {
+                assert_eq!(
+                    (plugin.as_str(), line.as_str()),
+                    ("p", cert_text.trim_end())
+                );
+            }
+            other => panic!(
+                "expected UnexpectedCertificate, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        // With a TLS configuration of the host's own, that configuration is dialed with.
+        let tls = host.client_config(plugin.cert_der().clone()).unwrap();
+        let explicit = config(AutoMtls::Off).tls(tls.clone());
+        let (client, server) = tls_for(&explicit, "p", None, &with_cert, cert_text).unwrap();
+        assert!(client.is_some_and(|client| Arc::ptr_eq(&client, &tls)) && server.is_none());
     }
 }

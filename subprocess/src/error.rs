@@ -170,6 +170,33 @@ pub enum Error {
         reason: String,
     },
 
+    /// AutoMTLS is required ([`AutoMtls::Require`](crate::AutoMtls::Require)) and the plugin
+    /// answered the certificate it was offered with a handshake line that carries none: it was
+    /// built without AutoMTLS support. It was killed and reaped; nothing was dialed.
+    #[error(
+        "plugin {plugin} does not support AutoMTLS: AutoMTLS is required, but its handshake line {line:?} carries no certificate"
+    )]
+    AutoMtlsUnsupported {
+        /// The plugin's name.
+        plugin: String,
+        /// The handshake line as received (cut to 512 bytes).
+        line: String,
+    },
+
+    /// The plugin's handshake line carries a certificate, but the host offered none
+    /// ([`AutoMtls::Off`](crate::AutoMtls::Off) without a TLS configuration): the plugin serves
+    /// TLS nobody can check (it may have inherited a stale `PLUGIN_CLIENT_CERT`). It was killed
+    /// and reaped; nothing was dialed.
+    #[error(
+        "plugin {plugin} answered with a TLS certificate although none was offered (AutoMTLS is off and no TLS configuration was given): handshake line {line:?}"
+    )]
+    UnexpectedCertificate {
+        /// The plugin's name.
+        plugin: String,
+        /// The handshake line as received (cut to 512 bytes).
+        line: String,
+    },
+
     /// A gRPC call to the plugin failed while the plugin kept running.
     #[error("call {method} to plugin {plugin} failed: {}: {}", status.code(), status.message())]
     Rpc {

@@ -264,7 +264,8 @@ pub enum HandshakeError {
         /// The field as printed.
         found: String,
     },
-    /// The certificate field is not unpadded standard base64 of a DER certificate.
+    /// The certificate field is not unpadded standard base64 of an X.509 certificate (DER)
+    /// that the TLS stack can parse.
     #[error("server certificate field: {reason}")]
     Certificate {
         /// What is wrong with it.
@@ -375,6 +376,14 @@ fn decode_cert(text: &str) -> Result<Vec<u8>, HandshakeError> {
             reason: "the decoded bytes are not a DER certificate".to_owned(),
         });
     }
+    // Parsed as the TLS stack will parse it when it checks the plugin's signature: a field
+    // that fails here could only fail later, as a TLS handshake error far from its cause.
+    let cert = rustls::pki_types::CertificateDer::from(der.as_slice());
+    if let Err(error) = rustls::server::ParsedCertificate::try_from(&cert) {
+        return Err(HandshakeError::Certificate {
+            reason: format!("the decoded bytes are not an X.509 certificate: {error}"),
+        });
+    }
     Ok(der)
 }
 
@@ -436,7 +445,13 @@ pub fn negotiate(ours: &[u32], host: &[u32]) -> Option<u32> {
 mod tests {
     use super::*;
 
-    const CERT: &str = "MIIBszCCARSgAwIBAgIRAL8fake0000000000000000000000000000000000000000000000";
+    /// A real certificate, as a plugin prints it in field 6.
+    fn cert_field() -> (Vec<u8>, String) {
+        let identity = crate::transport::Identity::generate().unwrap();
+        let der = identity.cert_der().to_vec();
+        let text = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&der);
+        (der, text)
+    }
 
     #[test]
     fn parses_the_six_field_line_a_go_plugin_prints() {
@@ -466,11 +481,7 @@ mod tests {
 
     #[test]
     fn multiplex_field_and_certificate_are_read() {
-        let der = [
-            0x30u8, 0x82, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
-            21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-        ];
-        let cert = base64::engine::general_purpose::STANDARD_NO_PAD.encode(der);
+        let (der, cert) = cert_field();
         let line = HandshakeLine::parse(&format!("1|1|unix|/tmp/p|grpc|{cert}|true")).unwrap();
         assert_eq!(line.server_cert.as_deref(), Some(&der[..]));
         assert!(line.multiplex);
@@ -540,7 +551,8 @@ mod tests {
 
     #[test]
     fn invalid_or_padded_base64_certificates_are_refused() {
-        let padded = format!("1|1|unix|/tmp/p|grpc|{CERT}==");
+        let (_, cert) = cert_field();
+        let padded = format!("1|1|unix|/tmp/p|grpc|{cert}==");
         assert!(matches!(
             HandshakeLine::parse(&padded),
             Err(HandshakeError::Certificate { .. })
@@ -550,6 +562,28 @@ mod tests {
             HandshakeLine::parse(&garbage),
             Err(HandshakeError::Certificate { .. })
         ));
+    }
+
+    #[test]
+    fn base64_that_is_not_an_x509_certificate_is_refused() {
+        let (der, _) = cert_field();
+        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+        // A DER SEQUENCE of filler, a certificate cut short, and one with a byte of its
+        // signed part changed so that its structure breaks.
+        let mut sequence = vec![0x30, 0x40];
+        sequence.extend([0x02; 0x40]);
+        let mut broken = der.clone();
+        broken[4] ^= 0xff;
+        for bytes in [sequence, der[..der.len() / 2].to_vec(), broken] {
+            let line = format!("1|1|unix|/tmp/p|grpc|{}", encode(&bytes));
+            assert!(
+                matches!(
+                    HandshakeLine::parse(&line),
+                    Err(HandshakeError::Certificate { .. })
+                ),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod serve;
 pub mod stdio;
 pub mod transport;
 
+mod auto_mtls;
 #[cfg(target_os = "linux")]
 mod cgroup;
 mod child;
@@ -31,6 +32,7 @@ mod mux;
 mod process;
 mod stderr;
 
+pub use auto_mtls::AutoMtls;
 pub use broker::{Broker, BrokerServer};
 pub use connection::{
     Config, Connection, DEFAULT_KILL_GRACE, DEFAULT_START_TIMEOUT, cleanup_clients,

@@ -34,12 +34,13 @@ use criterion::Criterion;
 use plinth::{Client, ClientConfig};
 use plinth_examples::kv::{Kv, KvPlugin};
 use plinth_examples::{go_plugin, handshake};
+use plinth_interop::mtls_policy;
 use tokio::runtime::Runtime;
 
 fn config(auto_mtls: bool) -> ClientConfig {
     ClientConfig::command(go_plugin("kv-plugin"))
         .handshake(handshake())
-        .auto_mtls(auto_mtls)
+        .auto_mtls(mtls_policy(auto_mtls))
 }
 
 /// Where the timed loop runs: on the thread that calls `block_on`, or in a task spawned on the

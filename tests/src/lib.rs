@@ -247,3 +247,13 @@ pub fn assert_each_cause_said_once(error: &(dyn std::error::Error + 'static)) {
         );
     }
 }
+
+/// The AutoMTLS policy for a test run with (`Require`, so that a plugin that did not take up
+/// the certificate fails the test) or without (`Off`) mutual TLS.
+pub fn mtls_policy(on: bool) -> plinth::AutoMtls {
+    if on {
+        plinth::AutoMtls::Require
+    } else {
+        plinth::AutoMtls::Off
+    }
+}

@@ -1,15 +1,17 @@
 //! The task runner behind the README's commands.
 //!
 //! `cargo xtask demo` builds the example guests and Go plugins and runs the demo; `cargo xtask test` builds
-//! everything the tests need and runs every test; `cargo xtask lint` runs the formatting,
+//! everything the tests need (guests, Go fixtures, the Python kv plugin) and runs every test; `cargo xtask lint` runs the formatting,
 //! clippy and documentation checks CI runs; `cargo xtask bench` runs the benchmarks;
 //! `cargo xtask fuzz [SECONDS]` runs every fuzz target for a bounded time.
-//! Each installs what it needs (the `wasm32-wasip2` target) on a fresh machine.
+//! Each installs what it needs (the `wasm32-wasip2` target, the Python plugin's packages from
+//! PyPI) on a fresh machine.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <demo|test|lint|bench|bench-table|guests|go|fuzz [SECONDS]>
+const USAGE: &str =
+    "usage: cargo xtask <demo|test|lint|bench|bench-table|guests|go|python|fuzz [SECONDS]>
 
   demo    build the example guests and Go plugins and run the demo on them
   test    build the guests and run every test of the workspace
@@ -18,6 +20,8 @@ const USAGE: &str = "usage: cargo xtask <demo|test|lint|bench|bench-table|guests
   bench-table  only write the table again from the last run's estimates
   guests  only build the example guests (wasm32-wasip2 components)
   go      only build the Go fixtures (tests/go, go-plugin v1.8.0) and check them with a Go host
+  python  only set up the Python kv plugin (tests/python: a venv with its pinned packages from
+          PyPI, stubs generated from kv.proto, the launcher a host runs)
   fuzz    run each cargo-fuzz target (fuzz/) for SECONDS (default 20), nightly toolchain";
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         "bench-table" => write_bench_table(),
         "guests" => guests(),
         "go" => go_fixtures(),
+        "python" => python_plugin(),
         "fuzz" => match std::env::args().nth(2).map(|s| s.parse::<u64>()) {
             None => fuzz(20),
             Some(Ok(seconds)) if seconds > 0 => fuzz(seconds),
@@ -58,6 +63,7 @@ fn demo() -> Result<(), String> {
 fn test() -> Result<(), String> {
     guests()?;
     go_fixtures()?;
+    python_plugin()?;
     cargo(&["test", "--workspace"])
 }
 
@@ -485,6 +491,98 @@ fn go_fixtures() -> Result<(), String> {
         .arg("github.com/plinth-rs/plinth/tests/go/cmd/go-host")
         .current_dir(go_dir.join("alpn")))?;
     run(Command::new(bin.join("go-host")).arg("check").arg(&bin))
+}
+
+/// Sets up the Python kv plugin in `tests/python/.build`: a virtual environment with the pinned
+/// packages of `requirements.txt` (installed again when that file changes, or when the
+/// environment no longer runs), the grpcio stubs of `kv.proto` and go-plugin's controller
+/// generated with grpcio-tools, and `kv-plugin-python`, the launcher a host runs. Then runs the
+/// launcher without its cookie, which must exit 1 as a plugin does: the stubs and packages load.
+fn python_plugin() -> Result<(), String> {
+    let dir = root().join("tests/python");
+    let build = dir.join(".build");
+    let venv = build.join("venv");
+    let python = venv.join("bin/python");
+    let runs = Command::new(&python)
+        .args(["-c", "pass"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !runs {
+        match std::fs::remove_dir_all(&venv) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", venv.display())),
+        }
+        let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        run(Command::new(interpreter).args(["-m", "venv"]).arg(&venv))?;
+    }
+    let requirements = dir.join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
+    let stamp = venv.join("plinth-requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+                "--requirement",
+            ])
+            .arg(&requirements))?;
+        std::fs::write(&stamp, &wanted)
+            .map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
+    }
+    let stubs = build.join("stubs");
+    match std::fs::remove_dir_all(&stubs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove {}: {e}", stubs.display())),
+    }
+    std::fs::create_dir_all(&stubs)
+        .map_err(|e| format!("cannot create {}: {e}", stubs.display()))?;
+    let out = stubs.display();
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            "tests/go/proto",
+            "-I",
+            "subprocess/proto",
+        ])
+        .arg(format!("--python_out={out}"))
+        .arg(format!("--grpc_python_out={out}"))
+        .args(["kv.proto", "grpc_controller.proto"])
+        .current_dir(root()))?;
+    let launcher = build.join("kv-plugin-python");
+    let quote = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', "'\\''"));
+    let script = format!(
+        "#!/bin/sh\n# Written by `cargo xtask python`: runs tests/python/kv_plugin.py in its virtual environment.\nPYTHONPATH={} exec {} {} \"$@\"\n",
+        quote(&stubs),
+        quote(&python),
+        quote(&dir.join("kv_plugin.py")),
+    );
+    std::fs::write(&launcher, script)
+        .map_err(|e| format!("cannot write {}: {e}", launcher.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("cannot make {} executable: {e}", launcher.display()))?;
+    let check = Command::new(&launcher)
+        .env_remove("PLINTH_PLUGIN")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", launcher.display()))?;
+    let said = String::from_utf8_lossy(&check.stderr);
+    if check.status.code() != Some(1) || !said.contains("This binary is a plugin") {
+        return Err(format!(
+            "{} without its cookie should exit 1 as a plugin does; it exited with {} and said: {said}",
+            launcher.display(),
+            check.status
+        ));
+    }
+    Ok(())
 }
 
 /// The fuzz targets under `fuzz/fuzz_targets`.

@@ -9,6 +9,8 @@
 //	netrpc     serves KV over the netrpc protocol
 //	unreachable prints a handshake naming a socket that does not exist
 //	badcert    prints a gRPC handshake whose certificate is not base64
+//	notx509    prints a gRPC handshake whose certificate is base64 of a DER sequence that is
+//	           no X.509 certificate
 //	exit       writes to stderr and exits with status 3 before any handshake
 //	silent     never prints a handshake
 //	mute       prints a gRPC handshake naming a socket that accepts and never speaks
@@ -19,7 +21,15 @@
 package main
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"fmt"
+	"math/big"
 	"net"
 	"net/rpc"
 	"os"
@@ -83,7 +93,7 @@ func listenMute(withCert bool) {
 	}
 	cert := ""
 	if withCert {
-		cert = "MIIB" + strings.Repeat("A", 60)
+		cert = selfSignedCertificate()
 	}
 	fmt.Printf("1|1|unix|%s|grpc|%s\n", path, cert)
 	os.Stdout.Sync()
@@ -95,6 +105,33 @@ func listenMute(withCert bool) {
 		}
 		held = append(held, conn)
 	}
+}
+
+// selfSignedCertificate is a real X.509 certificate, base64 as go-plugin's handshake carries
+// it, so the host gets past parsing it and hangs in the TLS handshake the socket never answers.
+func selfSignedCertificate() string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bad-plugin: cannot make a key: %v\n", err)
+		os.Exit(1)
+	}
+	template := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		DNSNames:              []string{"localhost"},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bad-plugin: cannot make a certificate: %v\n", err)
+		os.Exit(1)
+	}
+	return base64.RawStdEncoding.EncodeToString(der)
 }
 
 func handshake(line string) {
@@ -123,6 +160,9 @@ func main() {
 		handshake("1|1|unix|/nonexistent/plinth/plugin.sock|grpc|")
 	case "badcert":
 		handshake("1|1|unix|/tmp/plinth-none.sock|grpc|" + strings.Repeat("*not base64*", 6))
+	case "notx509":
+		der := append([]byte{0x30, 0x40}, bytes.Repeat([]byte{0x02}, 0x40)...)
+		handshake("1|1|unix|/tmp/plinth-none.sock|grpc|" + base64.RawStdEncoding.EncodeToString(der))
 	case "version9":
 		config := shared.Handshake
 		config.ProtocolVersion = 9
