@@ -459,6 +459,239 @@ async fn cleanup_clients_kills_every_managed_plugin() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// No process outlives its plugin
+
+/// A process the test watches, named by its pid and start time so that a reused pid is not
+/// mistaken for it.
+#[derive(Debug)]
+struct Watched {
+    pid: u32,
+    start: u64,
+}
+
+impl Watched {
+    /// The state and start time in `/proc/<pid>/stat`.
+    fn stat(pid: u32) -> Option<(char, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name in parentheses: the state is field 3, the start time field 22.
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        Some((state, fields.nth(18)?.parse().ok()?))
+    }
+
+    fn new(pid: u32) -> Watched {
+        let (_, start) = Watched::stat(pid).unwrap_or_else(|| panic!("process {pid} is gone"));
+        Watched { pid, start }
+    }
+
+    fn ended(&self) -> bool {
+        match Watched::stat(self.pid) {
+            Some((state, start)) => state == 'Z' || start != self.start,
+            None => true,
+        }
+    }
+
+    /// The process group and session (fields 5 and 6 of `/proc/<pid>/stat`).
+    fn group_and_session(&self) -> (u32, u32) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
+        let mut fields = stat.rsplit_once(')').unwrap().1.split_whitespace().skip(2);
+        let group = fields.next().unwrap().parse().unwrap();
+        (group, fields.next().unwrap().parse().unwrap())
+    }
+}
+
+/// Waits (boundedly) for every one of `watched` to end.
+async fn assert_all_end(watched: &[Watched], what: &str) {
+    for _ in 0..400 {
+        if watched.iter().all(Watched::ended) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let left: Vec<_> = watched.iter().filter(|w| !w.ended()).collect();
+    panic!("{what}: {left:?} outlived the plugin");
+}
+
+/// The processes a `descendants` plugin started, from the pids they recorded in `file`,
+/// once `count` have (bounded).
+async fn recorded(file: &std::path::Path, count: usize) -> Vec<u32> {
+    for _ in 0..400 {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let pids: Vec<u32> = text.lines().filter_map(|line| line.parse().ok()).collect();
+        if pids.len() >= count {
+            return pids;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the plugin's descendants did not record {count} pids in {file:?}");
+}
+
+/// A `descendants` plugin in `mode` (`fork` or `daemon`), its kv, and the descendants still
+/// running once it serves: the forked child, or the daemon (whose first stage has exited).
+async fn plugin_with_descendants(
+    mode: &str,
+    pids: &std::path::Path,
+) -> (Client, Arc<dyn Kv>, Vec<Watched>) {
+    let config = command("descendants")
+        .env("PLINTH_DESCENDANTS", mode)
+        .env("PLINTH_DESCENDANTS_PIDS", pids.as_os_str());
+    let (client, kv) = kv_of(config).await;
+    put_get(kv.as_ref()).await;
+    let plugin = client.connection().unwrap().pid().unwrap();
+    let recorded = recorded(pids, if mode == "daemon" { 2 } else { 1 }).await;
+    let running = Watched::new(*recorded.last().unwrap());
+    let (group, session) = running.group_and_session();
+    if mode == "daemon" {
+        assert!(
+            group != plugin && session != plugin && session == group,
+            "the daemon leads a session of its own (group {group}, session {session})"
+        );
+    } else {
+        assert_eq!(
+            group, plugin,
+            "the forked child stays in the plugin's group"
+        );
+    }
+    (client, kv, vec![running])
+}
+
+#[tokio::test]
+async fn kill_ends_what_the_plugin_forked_and_the_daemon_it_started() {
+    for mode in ["fork", "daemon"] {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let (client, _kv, descendants) = plugin_with_descendants(mode, &pids).await;
+        client.kill().await;
+        assert_eq!(
+            client.connection().unwrap().exit_status().as_deref(),
+            Some("exit status: 0"),
+            "{mode}: the plugin itself shut down gracefully"
+        );
+        assert_all_end(&descendants, &format!("{mode}, killed")).await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_client_ends_what_the_plugin_forked_and_the_daemon_it_started() {
+    for mode in ["fork", "daemon"] {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let (client, kv, mut watched) = plugin_with_descendants(mode, &pids).await;
+        watched.push(Watched::new(client.connection().unwrap().pid().unwrap()));
+        drop(kv);
+        drop(client);
+        assert_all_end(&watched, &format!("{mode}, dropped")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_that_dies_fails_the_next_call_at_once_and_takes_its_descendants_along() {
+    for mode in ["fork", "daemon"] {
+        for killed_from_outside in [true, false] {
+            let what = format!("{mode}, killed from outside {killed_from_outside}");
+            let dir = tempfile::tempdir().unwrap();
+            let pids = dir.path().join("pids");
+            let (client, kv, descendants) = plugin_with_descendants(mode, &pids).await;
+            let pid = client.connection().unwrap().pid().unwrap();
+            let call = if killed_from_outside {
+                // SAFETY: kill(2) on the plugin's own pid.
+                unsafe { libc_kill(pid) };
+                client.connection().unwrap().wait().await;
+                kv.get("hello")
+            } else {
+                kv.get("die")
+            };
+            // The descendants hold the plugin's stderr open: the call must not wait for them.
+            let error = tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .unwrap_or_else(|_| panic!("{what}: the call hung"))
+                .unwrap_err();
+            let expected = if killed_from_outside {
+                "signal: 9 (SIGKILL)"
+            } else {
+                "exit status: 5"
+            };
+            match wire(error) {
+                WireError::Exited { status, .. } => assert_eq!(status, expected, "{what}"),
+                other => panic!("{what}: expected Exited, got {other:?}"),
+            }
+            assert_all_end(&descendants, &what).await;
+        }
+    }
+}
+
+#[test]
+fn what_a_host_killed_with_sigkill_left_running_is_ended_by_the_next_host() {
+    use std::io::BufRead;
+    /// A host process, SIGKILLed (no destructor of it runs) when dropped.
+    struct Host(std::process::Child);
+    impl Drop for Host {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    fn start_host(plugin: &str, tmp: &std::path::Path, pids: &std::path::Path) -> (Host, u32) {
+        let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_dying-host"))
+            .arg(go(plugin))
+            .env("TMPDIR", tmp)
+            .env("PLINTH_DESCENDANTS", "fork")
+            .env("PLINTH_DESCENDANTS_PIDS", pids)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(host.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pid = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("host printed {line:?}"));
+        (Host(host), pid)
+    }
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..400 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{what}");
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let pids = temp.path().join("pids");
+    let (first, plugin) = start_host("descendants", temp.path(), &pids);
+    let plugin = Watched::new(plugin);
+    wait_until("the forked child records its pid", || pids.exists());
+    let text = std::fs::read_to_string(&pids).unwrap();
+    let child = Watched::new(text.trim().parse().unwrap());
+    drop(first);
+    wait_until("the plugin ends on its parent-death signal", || {
+        plugin.ended()
+    });
+    // Nothing of the dead host is left to end the child, which ignores SIGTERM.
+    assert!(
+        !child.ended(),
+        "the child survives its host's SIGKILL, as documented"
+    );
+    let in_plinth_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", child.pid))
+        .unwrap()
+        .lines()
+        .any(|line| line.starts_with("0::") && line.contains("/plinth-"));
+    assert!(
+        in_plinth_cgroup,
+        "plugins get a cgroup of their own here (a writable cgroup v2 with cgroup.kill)"
+    );
+    // The next host leaves its own cgroup for the host after it, as it is killed too.
+    let (_next, _) = start_host("kv-plugin", temp.path(), &pids);
+    wait_until(
+        "the next host's first start ends what the dead one left",
+        || child.ended(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bad input: a typed error, and the host keeps running
 
 fn bad(mode: &str) -> ClientConfig {
@@ -756,6 +989,46 @@ async fn a_plugin_exiting_after_the_handshake_fails_the_next_call_with_its_statu
         other => panic!("expected Exited, got {other:?}"),
     }
     assert!(client.exited());
+}
+
+/// Asserts that `stderr` is a bounded tail (20 lines, 4 KiB) ending with `last`.
+fn assert_tail_ends_with(stderr: &str, last: &str, what: &str) {
+    assert!(stderr.lines().count() <= 20, "{what}: {stderr}");
+    assert!(stderr.len() <= 4096, "{what}: {} bytes", stderr.len());
+    assert_eq!(stderr.lines().last(), Some(last), "{what}: {stderr}");
+}
+
+#[tokio::test]
+async fn an_exit_error_quotes_a_bounded_tail_ending_with_the_plugins_last_line() {
+    let last_text = "last words: the disk is full";
+    let last_json = r#"[ERROR] last words reason="the disk is full""#;
+    for (mode, last) in [("text", last_text), ("json", last_json)] {
+        let (client, kv) = kv_of(command("last-words").env("PLINTH_LAST_WORDS", mode)).await;
+        match wire(kv.get("die").await.unwrap_err()) {
+            WireError::Exited { status, stderr, .. } => {
+                assert_eq!(status, "exit status: 5", "{mode}");
+                assert_tail_ends_with(&stderr, last, mode);
+                if mode == "json" {
+                    assert!(
+                        stderr
+                            .lines()
+                            .all(|line| line.starts_with("[INFO] working padding=ppp")
+                                || line == last),
+                        "hclog JSON is quoted as level, message and fields: {stderr}"
+                    );
+                }
+            }
+            other => panic!("{mode}: expected Exited, got {other:?}"),
+        }
+        assert!(client.exited());
+    }
+    match start_error(command("last-words").env("PLINTH_LAST_WORDS", "start")).await {
+        WireError::ExitedBeforeHandshake { status, stderr, .. } => {
+            assert_eq!(status, "exit status: 5");
+            assert_tail_ends_with(&stderr, last_text, "start");
+        }
+        other => panic!("expected ExitedBeforeHandshake, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -846,7 +846,8 @@ impl Client {
     /// Stops the plugin. A component drops its idle instances and every later call, through
     /// any interface dispensed from this client, fails with [`Error::Killed`]; calls already
     /// running finish. An executable is asked to shut down, given the grace period (2 s) and
-    /// then killed, and always reaped. Calling it again does nothing.
+    /// then killed, and always reaped; the processes it started go with it. Calling it again
+    /// does nothing.
     pub async fn kill(&self) {
         match &self.backend {
             Backend::Wasm { loaded, .. } => loaded.kill(),

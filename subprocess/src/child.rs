@@ -21,6 +21,26 @@
 //! before `clone`. The spawner thread blocks every signal, so no handler of the host runs on
 //! the child's borrowed memory; the child puts handled signals and `SIGPIPE` back to their
 //! defaults and unblocks everything, as `Command` does, before it execs.
+//!
+//! No process outlives its plugin, within what the host can reach. Each plugin leads a process
+//! group of its own (`setpgid` before `exec`), so what it forks stays in the group; where the
+//! host may, it also enters a cgroup of its own ([`crate::cgroup`], on the `clone` path), which
+//! holds even a daemon that left the group with `setsid`. Whenever the plugin ends — killed,
+//! dropped, or exited by itself — the group gets `SIGKILL` and the cgroup `cgroup.kill` while
+//! the plugin is not yet reaped: an unreaped pid cannot be reused, so neither can the number of
+//! the group it leads. Only then is the plugin reaped. (A plugin sharing the host's terminal as
+//! stdin stays in the host's process group, since a background group reading the terminal is
+//! stopped with `SIGTTIN`; its descendants are ended through its cgroup only.)
+//!
+//! What remains possible: a plugin started without a cgroup (no writable cgroup v2, the `fork`
+//! path) can start a daemon that leaves its group, and nothing ends that daemon. When the host
+//! itself is killed with `SIGKILL`, no code of it runs: the parent-death signal reaches the
+//! plugin only (as `SIGTERM`, Linux), and what the plugin started keeps running unless the
+//! plugin ends it — until the next host in the same cgroup starts a plugin and sweeps what the
+//! dead host left. The host does not make itself a child subreaper (`PR_SET_CHILD_SUBREAPER`):
+//! that is a setting of the whole embedding process, under which every orphaned descendant of
+//! every child it has — not only plugins — would be reparented to it, and a library cannot reap
+//! those without taking exit statuses the embedding program waits for.
 
 use std::ffi::OsString;
 #[cfg(target_os = "linux")]
@@ -53,8 +73,8 @@ pub(crate) struct Started {
 
 /// A child process, signalled and reaped only through this handle.
 ///
-/// Dropping it before [`Child::wait`] returned kills the child and leaves its reaping to a
-/// reaper thread (or to tokio), so it never stays a zombie.
+/// Dropping it before [`Child::wait`] returned kills the child and everything it started, and
+/// leaves its reaping to a reaper thread (or to tokio), so it never stays a zombie.
 pub(crate) struct Child {
     pid: u32,
     inner: Inner,
@@ -63,7 +83,7 @@ pub(crate) struct Child {
 enum Inner {
     #[cfg(target_os = "linux")]
     Pidfd(linux::PidfdChild),
-    Forked(tokio::process::Child),
+    Forked(Forked),
 }
 
 impl Child {
@@ -72,25 +92,142 @@ impl Child {
         self.pid
     }
 
-    /// Sends `SIGKILL`; nothing happens once the child has been reaped.
+    /// Sends `SIGKILL` to the child and to everything it started; nothing happens once the
+    /// child has been reaped.
     pub(crate) fn start_kill(&mut self) -> io::Result<()> {
         match &mut self.inner {
             #[cfg(target_os = "linux")]
             Inner::Pidfd(child) => child.kill(),
-            Inner::Forked(child) => match child.start_kill() {
-                // tokio reports a child it already reaped as an error; so do nothing.
-                Err(error) if error.kind() == io::ErrorKind::InvalidInput => Ok(()),
-                other => other,
-            },
+            Inner::Forked(child) => child.kill(),
         }
     }
 
-    /// Waits for the child to exit and reaps it.
+    /// Waits for the child to exit, kills what it leaves running, and reaps it.
     pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
         match &mut self.inner {
             #[cfg(target_os = "linux")]
             Inner::Pidfd(child) => child.wait().await,
             Inner::Forked(child) => child.wait().await,
+        }
+    }
+}
+
+/// What ends a child's descendants: the process group it leads (when it has its own) and its
+/// cgroup (where the host may have one).
+struct Descendants {
+    /// The process group, numbered as the child's pid.
+    group: Option<libc::pid_t>,
+    #[cfg(target_os = "linux")]
+    cgroup: Option<crate::cgroup::Cgroup>,
+}
+
+impl Descendants {
+    /// Sends `SIGKILL` to the group and the cgroup. Only while the child is not reaped: its
+    /// pid, and so the group's number, cannot have been reused.
+    fn kill(&self) {
+        if let Some(group) = self.group {
+            // SAFETY: killpg takes a process group id and a signal.
+            if unsafe { libc::killpg(group, libc::SIGKILL) } != 0 {
+                let error = io::Error::last_os_error();
+                // ESRCH: the group has no members left.
+                if error.raw_os_error() != Some(libc::ESRCH) {
+                    tracing::debug!(group, %error, "cannot kill the plugin's process group");
+                }
+            }
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
+    }
+}
+
+/// Whether a plugin leads a process group of its own: not when it shares the host's stdin and
+/// that is a terminal, which a background group cannot read.
+fn own_group(inherit_stdin: bool) -> bool {
+    // SAFETY: isatty only looks at descriptor 0.
+    !(inherit_stdin && unsafe { libc::isatty(0) } == 1)
+}
+
+/// A child started by `std::process::Command`, waited on through `SIGCHLD` so that its exit is
+/// seen before it is reaped.
+struct Forked {
+    child: tokio::process::Child,
+    descendants: Descendants,
+    /// Every `SIGCHLD` the host receives from when the child was started.
+    exits: tokio::signal::unix::Signal,
+}
+
+impl Forked {
+    /// Whether tokio has reaped the child.
+    fn reaped(&self) -> bool {
+        self.child.id().is_none()
+    }
+
+    fn kill(&mut self) -> io::Result<()> {
+        if self.reaped() {
+            return Ok(());
+        }
+        self.descendants.kill();
+        match self.child.start_kill() {
+            // tokio reports a child it already reaped as an error; so do nothing.
+            Err(error) if error.kind() == io::ErrorKind::InvalidInput => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            // Not reaped until the descendants are killed: tokio reaps in `wait`.
+            loop {
+                if exited(pid)? {
+                    self.descendants.kill();
+                    break;
+                }
+                if self.exits.recv().await.is_none() {
+                    // The runtime is shutting down; tokio's own wait is all there is.
+                    break;
+                }
+            }
+        }
+        self.child.wait().await
+    }
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        // tokio kills the child itself (kill_on_drop) and reaps it later.
+        if !self.reaped() {
+            self.descendants.kill();
+        }
+    }
+}
+
+/// Whether our child `pid`, not yet reaped, has exited; it stays a zombie (`WNOWAIT`).
+fn exited(pid: u32) -> io::Result<bool> {
+    let pid = libc::id_t::from(pid);
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid value; waitid writes into it.
+        let mut info = unsafe { std::mem::zeroed::<libc::siginfo_t>() };
+        // SAFETY: waitid on our own child, with WNOWAIT: nothing is reaped.
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if waited == 0 {
+            // Without a waitable child the signal number stays zero.
+            return Ok(info.si_signo != 0);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // Not (or no longer) ours to wait for: the wait that reaps says more.
+            Some(libc::ECHILD) => return Ok(true),
+            _ => return Err(error),
         }
     }
 }
@@ -116,11 +253,13 @@ pub(crate) async fn spawn(command: Command<'_>) -> io::Result<Started> {
 }
 
 /// Starts `command` with `std::process::Command` (`fork`, or `posix_spawn` where there is no
-/// parent-death signal to ask for).
+/// parent-death signal to ask for), in a process group of its own unless [`own_group`] says
+/// otherwise.
 async fn spawn_forked(
     command: &Command<'_>,
     runtime: tokio::runtime::Handle,
 ) -> io::Result<Started> {
+    let own_group = own_group(command.inherit_stdin);
     let mut forked = tokio::process::Command::new(command.program);
     forked
         .args(command.args)
@@ -134,8 +273,17 @@ async fn spawn_forked(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if own_group {
+        forked.process_group(0);
+    }
+    // The SIGCHLD stream exists before the child does, so its exit cannot be missed.
+    let start = move |mut forked: tokio::process::Command| {
+        let _entered = runtime.enter();
+        let exits = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        Ok::<_, io::Error>((forked.spawn()?, exits))
+    };
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let child = {
+    let (child, exits) = {
         // SAFETY: the closure runs in the forked child before exec and only calls
         // async-signal-safe functions (prctl, getppid, _exit).
         unsafe {
@@ -152,31 +300,37 @@ async fn spawn_forked(
                 Ok(())
             });
         }
-        on_spawner_thread(move || {
-            let _entered = runtime.enter();
-            forked.spawn()
-        })
-        .await??
+        on_spawner_thread(move || start(forked)).await??
     };
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let child = {
-        let _entered = runtime.enter();
-        forked.spawn()?
-    };
-    into_started(child)
+    let (child, exits) = start(forked)?;
+    into_started(child, exits, own_group)
 }
 
-fn into_started(mut child: tokio::process::Child) -> io::Result<Started> {
+fn into_started(
+    mut child: tokio::process::Child,
+    exits: tokio::signal::unix::Signal,
+    own_group: bool,
+) -> io::Result<Started> {
     let not_piped = || io::Error::other("the child's stdout or stderr was not piped");
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the child was reaped before it was handed over"))?;
     let stdout = child.stdout.take().ok_or_else(not_piped)?.into_owned_fd()?;
     let stderr = child.stderr.take().ok_or_else(not_piped)?.into_owned_fd()?;
+    let descendants = Descendants {
+        group: own_group.then_some(pid as libc::pid_t),
+        #[cfg(target_os = "linux")]
+        cgroup: None,
+    };
     Ok(Started {
         child: Child {
             pid,
-            inner: Inner::Forked(child),
+            inner: Inner::Forked(Forked {
+                child,
+                descendants,
+                exits,
+            }),
         },
         stdout: pipe::Receiver::from_owned_fd(stdout)?,
         stderr: pipe::Receiver::from_owned_fd(stderr)?,
@@ -305,8 +459,10 @@ mod linux {
     use tokio::net::unix::pipe;
 
     use super::{
-        Child, Command, Inner, Started, c_string, candidates, dedup_env, on_spawner_thread,
+        Child, Command, Descendants, Inner, Started, c_string, candidates, dedup_env,
+        on_spawner_thread, own_group,
     };
+    use crate::cgroup::Cgroup;
 
     /// Whether children are created with `clone` and a pidfd (cleared when the kernel refuses).
     pub(super) static PIDFD_SPAWN: AtomicBool = AtomicBool::new(true);
@@ -347,8 +503,15 @@ mod linux {
         stdout: OwnedFd,
         stderr: OwnedFd,
         parent: libc::pid_t,
+        /// Whether the child leads a process group of its own.
+        own_group: bool,
+        /// The `cgroup.procs` of the child's cgroup, when it has one.
+        cgroup_procs: Option<OwnedFd>,
         /// Where the child leaves the errno of its failed exec (0: it did exec).
         exec_error: AtomicI32,
+        /// Where the child leaves the errno of its failed move into its cgroup (0: it moved,
+        /// or has no cgroup); it execs regardless.
+        cgroup_error: AtomicI32,
     }
 
     /// A child created with a pidfd.
@@ -357,6 +520,7 @@ mod linux {
         pidfd: AsyncFd<OwnedFd>,
         /// How it exited, once reaped.
         status: Option<ExitStatus>,
+        descendants: Descendants,
     }
 
     impl PidfdChild {
@@ -364,6 +528,7 @@ mod linux {
             if self.status.is_some() {
                 return Ok(());
             }
+            self.descendants.kill();
             send_kill(self.pidfd.get_ref().as_raw_fd())
         }
 
@@ -373,6 +538,12 @@ mod linux {
             }
             loop {
                 let mut ready = self.pidfd.readable().await?;
+                if !super::exited(self.pid as u32)? {
+                    ready.clear_ready();
+                    continue;
+                }
+                // Exited, not yet reaped: what it leaves running goes first.
+                self.descendants.kill();
                 let mut status = 0;
                 // SAFETY: waitpid writes the status into a local; the pid is ours and not yet
                 // reaped (only this handle reaps it), so it cannot have been reused.
@@ -397,6 +568,7 @@ mod linux {
     impl Drop for PidfdChild {
         fn drop(&mut self) {
             if self.status.is_none() {
+                self.descendants.kill();
                 let _ = send_kill(self.pidfd.get_ref().as_raw_fd());
                 // The reaper needs a pidfd of its own: this one leaves with the AsyncFd.
                 reap_later(self.pid, self.pidfd.get_ref().try_clone().ok());
@@ -409,11 +581,15 @@ mod linux {
     struct Created {
         pid: libc::pid_t,
         pidfd: Option<OwnedFd>,
+        descendants: Option<Descendants>,
     }
 
     impl Drop for Created {
         fn drop(&mut self) {
             if let Some(pidfd) = self.pidfd.take() {
+                if let Some(descendants) = &self.descendants {
+                    descendants.kill();
+                }
                 let _ = send_kill(pidfd.as_raw_fd());
                 reap_later(self.pid, Some(pidfd));
             }
@@ -562,6 +738,10 @@ mod linux {
             }
         };
         let pid = created.pid;
+        let descendants = created.descendants.take().unwrap_or(Descendants {
+            group: None,
+            cgroup: None,
+        });
         Ok(Started {
             child: Child {
                 pid: pid as u32,
@@ -569,6 +749,7 @@ mod linux {
                     pid,
                     pidfd,
                     status: None,
+                    descendants,
                 }),
             },
             stdout,
@@ -607,6 +788,7 @@ mod linux {
             },
             stdout: stdout_child,
             stderr: stderr_child,
+            own_group: own_group(command.inherit_stdin),
         };
         Ok((owned, stdout, stderr))
     }
@@ -620,11 +802,23 @@ mod linux {
         stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
+        own_group: bool,
     }
 
-    /// Creates the child (on the spawner thread, whose signals are all blocked) and returns it
-    /// once it has exec'd; reaps it and returns the exec error if it could not.
+    /// Creates the child (on the spawner thread, whose signals are all blocked) in a cgroup of
+    /// its own where the host may, and returns it once it has exec'd; reaps it and returns the
+    /// exec error if it could not.
     fn clone_child(owned: Owned) -> io::Result<Created> {
+        let mut cgroup = Cgroup::create();
+        let cgroup_procs = match cgroup.as_ref().map(|cgroup| cgroup.procs()) {
+            Some(Ok(procs)) => Some(above_stdio(procs)?),
+            Some(Err(error)) => {
+                tracing::debug!(%error, "cannot open the plugin's cgroup.procs; it runs without");
+                cgroup = None;
+                None
+            }
+            None => None,
+        };
         let argv = std::iter::once(owned.argv0.as_ptr())
             .chain(owned.args.iter().map(|arg| arg.as_ptr()))
             .chain(std::iter::once(std::ptr::null()))
@@ -644,7 +838,10 @@ mod linux {
             stderr: owned.stderr,
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
+            own_group: owned.own_group,
+            cgroup_procs,
             exec_error: AtomicI32::new(0),
+            cgroup_error: AtomicI32::new(0),
         };
         let stack = Stack::new()?;
         let mut pidfd: c_int = -1;
@@ -687,9 +884,19 @@ mod linux {
             wait_blocking(pid);
             return Err(NoPidfd::error("clone gave no pidfd (a kernel before 5.2?)"));
         };
+        let cgroup_error = plan.cgroup_error.load(Ordering::Acquire);
+        if cgroup_error != 0 {
+            let error = io::Error::from_raw_os_error(cgroup_error);
+            tracing::debug!(pid, %error, "the plugin could not enter its cgroup; it runs without");
+            cgroup = None;
+        }
         Ok(Created {
             pid,
             pidfd: Some(pidfd),
+            descendants: Some(Descendants {
+                group: plan.own_group.then_some(pid),
+                cgroup,
+            }),
         })
     }
 
@@ -782,6 +989,16 @@ mod linux {
             // The host may have died before the prctl above.
             if libc::getppid() != plan.parent {
                 libc::_exit(127);
+            }
+            if plan.own_group && libc::setpgid(0, 0) != 0 {
+                return fail(plan);
+            }
+            // Into the cgroup before anything can fork; a refusal leaves the plugin without one.
+            if let Some(procs) = &plan.cgroup_procs
+                && libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1
+            {
+                let errno = (*libc::__errno_location()).max(1);
+                plan.cgroup_error.store(errno, Ordering::Release);
             }
             if let Some(stdin) = &plan.stdin
                 && libc::dup2(stdin.as_raw_fd(), 0) == -1
@@ -1090,6 +1307,126 @@ mod tests {
         .expect("a NUL byte is refused");
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         assert!(error.to_string().contains("argument"), "{error}");
+    }
+
+    /// Whether `pid` has ended (a zombie no one reaps yet has).
+    fn ended(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    /// Waits (boundedly) for `pid` to end.
+    async fn assert_ends(pid: u32, what: &str) {
+        for _ in 0..400 {
+            if ended(pid) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("{what}: process {pid} outlived the child");
+    }
+
+    /// Starts `sh -c script` and reads the pid the script prints first.
+    async fn start_printing_a_pid(script: &str, forked: bool) -> (Started, u32) {
+        use tokio::io::AsyncBufReadExt;
+        let args = ["-c".into(), script.into()];
+        let env = env();
+        let mut started = start(
+            Command {
+                program: Path::new("/bin/sh"),
+                args: &args,
+                env: &env,
+                inherit_stdin: false,
+            },
+            forked,
+        )
+        .await
+        .expect("sh starts");
+        let mut line = String::new();
+        tokio::io::BufReader::new(&mut started.stdout)
+            .read_line(&mut line)
+            .await
+            .expect("a pid");
+        let pid = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("printed {line:?}"));
+        assert!(!ended(pid), "process {pid} is running");
+        (started, pid)
+    }
+
+    #[tokio::test]
+    async fn what_a_child_forked_ends_with_it_when_killed_dropped_or_exited_both_ways() {
+        // The grandchild holds stdout and stderr open, as a plugin's helper would.
+        let lingering = "sleep 300 & echo $!; wait";
+        for forked in [false, true] {
+            let (mut started, grandchild) = start_printing_a_pid(lingering, forked).await;
+            started.child.start_kill().expect("kill");
+            started.child.wait().await.expect("wait");
+            assert_ends(grandchild, &format!("killed, forked {forked}")).await;
+
+            let (started, grandchild) = start_printing_a_pid(lingering, forked).await;
+            drop(started);
+            assert_ends(grandchild, &format!("dropped, forked {forked}")).await;
+
+            let exiting = "sleep 300 & echo $!; exit 0";
+            let (mut started, grandchild) = start_printing_a_pid(exiting, forked).await;
+            assert!(started.child.wait().await.expect("wait").success());
+            assert_ends(grandchild, &format!("exited, forked {forked}")).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_leads_its_own_process_group() {
+        for forked in [false, true] {
+            let (mut started, pid) = start_printing_a_pid("echo $$; exec sleep 300", forked).await;
+            // SAFETY: getpgid only reads.
+            assert_eq!(
+                unsafe { libc::getpgid(pid as libc::pid_t) },
+                pid as libc::pid_t
+            );
+            started.child.start_kill().expect("kill");
+            started.child.wait().await.expect("wait");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_daemon_that_left_the_process_group_is_ended_through_the_cgroup() {
+        if crate::cgroup::Cgroup::create().is_none() {
+            eprintln!("no cgroup v2 this host may write: nothing ends a daemon; not tested");
+            return;
+        }
+        // `setsid` moves the shell it runs (not a group leader) to a session of its own.
+        for end in ["kill", "drop", "exit"] {
+            let script = if end == "exit" {
+                "setsid sh -c 'echo $$; exec sleep 300' & exit 0"
+            } else {
+                "setsid sh -c 'echo $$; exec sleep 300' & wait"
+            };
+            let (mut started, pid) = start_printing_a_pid(script, false).await;
+            // SAFETY: getsid only reads.
+            let session = unsafe { libc::getsid(pid as libc::pid_t) };
+            assert_eq!(
+                session, pid as libc::pid_t,
+                "the daemon leads its own session"
+            );
+            match end {
+                "kill" => {
+                    started.child.start_kill().expect("kill");
+                    started.child.wait().await.expect("wait");
+                }
+                "drop" => drop(started),
+                _ => {
+                    started.child.wait().await.expect("wait");
+                }
+            }
+            assert_ends(pid, end).await;
+        }
     }
 
     #[tokio::test]

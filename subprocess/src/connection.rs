@@ -7,7 +7,7 @@
 //! range, versions, AutoMTLS certificate and multiplex flag), spawn, read the first stdout line
 //! within the start timeout, validate it, dial, and open the broker and stdio streams at once.
 //! Killing asks the controller to shut down, waits the grace period (2 s), then SIGKILLs; the
-//! child is always reaped.
+//! child is always reaped, and what it started is ended with it (see `child.rs`).
 
 use crate::lock;
 use std::ffi::OsString;
@@ -537,8 +537,11 @@ impl Connection {
     }
 
     /// Stops the plugin as go-plugin's `Kill` does: close the broker, ask the controller to
-    /// shut down, wait the grace period for the process to exit, then SIGKILL it. A plugin
-    /// reattached in test mode is only disconnected. Calling it again does nothing.
+    /// shut down, wait the grace period for the process to exit, then SIGKILL it. Either way
+    /// the processes it started (its process group, and its cgroup where the host may have
+    /// one) are SIGKILLed before it is reaped. A plugin reattached in test mode is only
+    /// disconnected, and a reattached one is not this host's child: only its own pid is
+    /// signalled. Calling it again does nothing.
     pub async fn kill(&self) {
         self.inner.kill().await;
     }

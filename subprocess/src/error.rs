@@ -2,7 +2,10 @@
 //!
 //! Every variant names the plugin and says what was expected and what was found; errors raised
 //! after the plugin process started carry the tail of its stderr, because that is where a
-//! plugin explains itself (a wrong cookie, a missing library, a panic).
+//! plugin explains itself (a wrong cookie, a missing library, a panic). A tail is at most the
+//! last 20 lines and 4 KiB, each line cut to 512 bytes, hclog JSON lines shown as
+//! `[LEVEL] message key=value`; taken after the plugin exited, it ends with the last line the
+//! plugin wrote (see `stderr.rs`).
 
 use std::path::PathBuf;
 use std::time::Duration;

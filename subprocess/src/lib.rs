@@ -21,6 +21,8 @@ pub mod stdio;
 pub mod transport;
 
 mod auto_mtls;
+#[cfg(target_os = "linux")]
+mod cgroup;
 mod child;
 mod connection;
 mod controller;
@@ -28,6 +30,7 @@ mod error;
 mod health;
 mod mux;
 mod process;
+mod stderr;
 
 pub use auto_mtls::AutoMtls;
 pub use broker::{Broker, BrokerServer};

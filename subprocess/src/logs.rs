@@ -82,10 +82,16 @@ impl StderrParser {
 
     /// Parses one line (without its newline).
     pub fn parse(&mut self, line: &str) -> Entry {
-        if let Some(entry) = parse_json(line) {
-            return entry;
+        self.parse_line(line).0
+    }
+
+    /// Parses one line (without its newline), saying whether it was an hclog JSON entry with
+    /// a level.
+    pub(crate) fn parse_line(&mut self, line: &str) -> (Entry, bool) {
+        match parse_json(line) {
+            Some((entry, leveled)) => (entry, leveled),
+            None => (self.parse_text(line), false),
         }
-        self.parse_text(line)
     }
 
     fn parse_text(&mut self, line: &str) -> Entry {
@@ -122,8 +128,9 @@ impl StderrParser {
     }
 }
 
-/// An hclog JSON entry, or `None` when the line is not one a Go host would accept.
-fn parse_json(line: &str) -> Option<Entry> {
+/// An hclog JSON entry and whether it has a known level, or `None` when the line is not one a
+/// Go host would accept.
+fn parse_json(line: &str) -> Option<(Entry, bool)> {
     let trimmed = line.trim();
     if !trimmed.starts_with('{') {
         return None;
@@ -146,11 +153,12 @@ fn parse_json(line: &str) -> Option<Entry> {
     }
     let Some(level) = level.and_then(Level::from_hclog) else {
         // Unknown or missing level: the whole line at debug, as go-plugin does.
-        return Some(Entry {
+        let entry = Entry {
             level: Level::Debug,
             message: line.to_owned(),
             fields: Vec::new(),
-        });
+        };
+        return Some((entry, false));
     };
     let mut fields: Vec<(String, String)> = map
         .iter()
@@ -166,11 +174,12 @@ fn parse_json(line: &str) -> Option<Entry> {
     if let Some(timestamp) = timestamp {
         fields.push(("timestamp".to_owned(), timestamp.to_owned()));
     }
-    Some(Entry {
+    let entry = Entry {
         level,
         message,
         fields,
-    })
+    };
+    Some((entry, true))
 }
 
 /// Whether `text` has hclog's layout `2006-01-02T15:04:05.000000Z07:00`: exactly six
@@ -224,6 +233,23 @@ impl fmt::Display for Fields<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// An hclog JSON entry as error messages quote it: `[LEVEL] message key=value ...`, without its
+/// timestamp and hclog's own `@` keys (`@module`, `@caller`).
+pub(crate) fn quote(entry: &Entry) -> String {
+    let fields: Vec<(String, String)> = entry
+        .fields
+        .iter()
+        .filter(|(key, _)| key != "timestamp" && !key.starts_with('@'))
+        .cloned()
+        .collect();
+    let level = entry.level.as_str().to_ascii_uppercase();
+    if fields.is_empty() {
+        format!("[{level}] {}", entry.message)
+    } else {
+        format!("[{level}] {} {}", entry.message, Fields(&fields))
     }
 }
 
@@ -303,6 +329,25 @@ mod tests {
         assert!(parser.panicking());
         assert_eq!(parser.parse("main.main()").level, Level::Error);
         assert_eq!(parser.parse("[INFO] still prefixed").level, Level::Info);
+    }
+
+    #[test]
+    fn a_json_entry_is_quoted_as_level_message_and_its_own_fields() {
+        let mut parser = StderrParser::new();
+        let (entry, json) = parser.parse_line(
+            r#"{"@level":"error","@message":"lost the disk","@module":"kv","@caller":"kv.go:12","@timestamp":"2026-08-17T08:29:10.123456Z","path":"/d","err":"read only"}"#,
+        );
+        assert!(json);
+        assert_eq!(
+            quote(&entry),
+            r#"[ERROR] lost the disk err="read only" path=/d"#
+        );
+        let (entry, json) = parser.parse_line(r#"{"@level":"info","@message":"ready"}"#);
+        assert!(json);
+        assert_eq!(quote(&entry), "[INFO] ready");
+        assert!(!parser.parse_line("[INFO] text").1);
+        assert!(!parser.parse_line(r#"{"@level": 3}"#).1);
+        assert!(!parser.parse_line(r#"{"@level":"loud","@message":"m"}"#).1);
     }
 
     #[test]

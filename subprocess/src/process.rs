@@ -3,18 +3,18 @@
 //!
 //! One waiter task owns the child and is the only one to signal or wait on it, so a kill can
 //! never reach a recycled pid; it ends when the child has exited and been reaped. Dropping the
-//! [`Process`] kills the child (the waiter notices that its owner left). On Linux the child
-//! also gets `SIGTERM` if the host process dies without cleaning up (see [`crate::child`] for
-//! how it is started).
+//! [`Process`] kills the child (the waiter notices that its owner left). Killed, dropped or
+//! exited by itself, the child's descendants are ended with it, and on Linux the child gets
+//! `SIGTERM` if the host process dies without cleaning up (see [`crate::child`] for how it is
+//! started and what remains possible).
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -22,12 +22,7 @@ use tokio::task::JoinSet;
 use crate::child::{self, Child, Started};
 use crate::error::{Error, Result};
 use crate::handshake::MAX_LINE;
-use crate::logs::{self, StderrParser};
-
-/// How many of the last stderr lines errors quote.
-const TAIL_LINES: usize = 20;
-/// How much of one stderr line errors quote.
-const TAIL_LINE_BYTES: usize = 512;
+use crate::stderr::Stderr;
 
 /// How to start the process.
 pub(crate) struct Spawn {
@@ -41,47 +36,12 @@ pub(crate) struct Spawn {
     pub socket_dir: Option<tempfile::TempDir>,
 }
 
-/// The last lines of a plugin's stderr, for error messages.
-#[derive(Clone, Default)]
-pub(crate) struct StderrTail(Arc<Mutex<VecDeque<String>>>);
-
-impl StderrTail {
-    fn push(&self, line: &str) {
-        let mut end = line.len().min(TAIL_LINE_BYTES);
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut lines = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if lines.len() == TAIL_LINES {
-            lines.pop_front();
-        }
-        lines.push_back(line[..end].to_owned());
-    }
-
-    /// The remembered lines, joined by newlines.
-    pub(crate) fn text(&self) -> String {
-        let lines = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lines
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
 /// A running (or exited) plugin process.
 pub(crate) struct Process {
     pid: u32,
     kill: mpsc::UnboundedSender<()>,
     exit: watch::Receiver<Option<String>>,
-    stderr_done: watch::Receiver<bool>,
-    tail: StderrTail,
+    stderr: Stderr,
     pumps: Mutex<JoinSet<()>>,
     socket_dir: Mutex<Option<tempfile::TempDir>>,
 }
@@ -108,15 +68,8 @@ impl Process {
         let pid = child.id();
         let (kill, kill_requests) = mpsc::unbounded_channel();
         let (exit_sender, exit) = watch::channel(None);
-        let (stderr_sender, stderr_done) = watch::channel(false);
-        let tail = StderrTail::default();
         let mut pumps = JoinSet::new();
-        pumps.spawn(pump_stderr(
-            spec.name.clone(),
-            stderr,
-            tail.clone(),
-            stderr_sender,
-        ));
+        let stderr = Stderr::pump(spec.name.clone(), stderr, &mut pumps);
         // The waiter is not in `pumps`: it must outlive the `Process` to reap the child.
         tokio::spawn(wait_for_exit(child, kill_requests, exit_sender));
         tracing::debug!(plugin = %spec.name, pid, path = %spec.path.display(), "plugin started");
@@ -125,8 +78,7 @@ impl Process {
                 pid,
                 kill,
                 exit,
-                stderr_done,
-                tail,
+                stderr,
                 pumps: Mutex::new(pumps),
                 socket_dir: Mutex::new(spec.socket_dir),
             },
@@ -201,12 +153,10 @@ impl Process {
         self.exit.clone()
     }
 
-    /// The last stderr lines, after waiting briefly for stderr to reach its end (so the lines a
-    /// dying plugin wrote are included).
+    /// The last stderr lines (see [`crate::stderr`]), once everything the plugin wrote before
+    /// this call has been read: asked after the plugin exited, they end with its last line.
     pub(crate) async fn stderr_tail(&self) -> String {
-        let mut done = self.stderr_done.clone();
-        let _ = tokio::time::timeout(Duration::from_millis(500), done.wait_for(|done| *done)).await;
-        self.tail.text()
+        self.stderr.tail().await
     }
 }
 
@@ -244,39 +194,4 @@ async fn wait_for_exit(
 
 fn describe_status(status: ExitStatus) -> String {
     status.to_string()
-}
-
-/// Reads stderr line by line (pieces of at most 64 KiB), logs each as go-plugin does and keeps
-/// the tail for error messages.
-async fn pump_stderr(
-    name: Arc<str>,
-    stderr: impl AsyncRead + Unpin,
-    tail: StderrTail,
-    done: watch::Sender<bool>,
-) {
-    let mut reader = BufReader::new(stderr);
-    let mut parser = StderrParser::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match (&mut reader)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let whole = line.last() == Some(&b'\n');
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\n', '\r']);
-        tail.push(text);
-        if whole {
-            logs::emit(&name, &parser.parse(text));
-        } else {
-            // A piece of an over-long line: logged verbatim at debug, not parsed.
-            tracing::debug!(target: "plinth::plugin", plugin = %name, "{text}");
-        }
-    }
-    done.send_replace(true);
 }
