@@ -364,8 +364,6 @@ pub struct PluginChannel {
     chosen: Option<Link>,
     /// The re-dial `poll_ready` waits for.
     redialing: Option<Shared<BoxFuture<'static, Result<(), ChannelError>>>>,
-    /// The error of the last connection `poll_ready` found broken.
-    broken: Option<Arc<h2::Error>>,
 }
 
 impl Clone for PluginChannel {
@@ -393,14 +391,9 @@ impl PluginChannel {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChannelError {
-    /// The channel's last connection broke and the channel cannot dial the plugin again (a
-    /// brokered stream that was dialed once).
-    #[error("the connection to the plugin broke, and this channel cannot dial it again")]
-    Broken {
-        /// The connection's own error.
-        #[source]
-        cause: Arc<h2::Error>,
-    },
+    /// `call` came without a ready `poll_ready` on a channel with no connection left.
+    #[error("the channel has no connection to send on; poll_ready must answer Ready first")]
+    NotReady,
     /// The channel's last connection broke and dialing the plugin again failed.
     #[error(
         "the connection to the plugin broke, and dialing it again failed: {reason}; next attempt in {retry_in:?}"
@@ -436,7 +429,7 @@ struct Pool {
     links: RwLock<Vec<Link>>,
     /// Dials the plugin again: to replace a broken connection, and to open more under load
     /// where `limit` allows.
-    dialer: Option<Dialer>,
+    dialer: Dialer,
     /// The most connections in all; `None` for [`connection_limit`].
     limit: Option<usize>,
     /// How long opening one connection may take, for growth and for a re-dial.
@@ -553,9 +546,7 @@ impl Pool {
     /// Opens one more connection in the background, unless one is being opened already or
     /// the plugin refused one before.
     fn grow(self: &Arc<Pool>) {
-        let Some(dialer) = self.dialer.clone() else {
-            return;
-        };
+        let dialer = self.dialer.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -588,17 +579,18 @@ impl Pool {
         }));
     }
 
-    /// The dial that replaces the channel's last connection, which broke with `broken`:
-    /// the one under way, or a new one unless the last attempt failed too recently.
+    /// The dial that replaces the channel's last connection, which broke: the one under
+    /// way, or a new one unless the last attempt failed too recently.
     fn redial(
         self: &Arc<Pool>,
-        broken: Arc<h2::Error>,
     ) -> Result<Shared<BoxFuture<'static, Result<(), ChannelError>>>, ChannelError> {
-        let (Some(dialer), Ok(runtime)) =
-            (self.dialer.clone(), tokio::runtime::Handle::try_current())
-        else {
-            return Err(ChannelError::Broken { cause: broken });
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(ChannelError::Redial {
+                reason: "there is no tokio runtime to dial on".to_owned(),
+                retry_in: Duration::ZERO,
+            });
         };
+        let dialer = self.dialer.clone();
         let mut state = lock(&self.redial);
         let backoff = match &*state {
             Redial::Dialing(dial) => return Ok(dial.clone()),
@@ -618,7 +610,7 @@ impl Pool {
             }
             Redial::Idle { backoff } => *backoff,
         };
-        tracing::debug!(error = %broken, "the connection to the plugin broke; dialing it again");
+        tracing::debug!("no connection to the plugin is left; dialing it again");
         let pool = Arc::downgrade(self);
         let timeout = self.dial_timeout;
         let task = runtime.spawn(async move {
@@ -694,10 +686,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
                 None => match self.pool.choose() {
                     Some(link) => self.chosen.insert(link),
                     None => {
-                        let broken = self.broken.clone().unwrap_or_else(|| {
-                            Arc::new(h2::Error::from(h2::Reason::CONNECT_ERROR))
-                        });
-                        self.redialing = Some(self.pool.redial(broken)?);
+                        self.redialing = Some(self.pool.redial()?);
                         continue;
                     }
                 },
@@ -710,7 +699,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
                     if let Some(broken) = self.chosen.take() {
                         self.pool.forget(&broken);
                     }
-                    self.broken = Some(Arc::new(error));
                 }
                 ready => return ready.map_err(Into::into),
             }
@@ -729,11 +717,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for PluginChannel {
         }
         let empty = http_body::Body::is_end_stream(&body);
         let Some(mut link) = self.chosen.take().or_else(|| self.pool.choose()) else {
-            // `call` without a ready `poll_ready` first, on a channel with no connection.
-            let broken = ChannelError::Broken {
-                cause: Arc::new(h2::Error::from(h2::Reason::CONNECT_ERROR)),
-            };
-            return Box::pin(async move { Err(broken.into()) });
+            return Box::pin(async { Err(ChannelError::NotReady.into()) });
         };
         let in_flight = InFlight::start(&link);
         let sent = link
@@ -951,7 +935,7 @@ impl http_body::Body for ResponseBody {
 pub(crate) async fn channel(dialer: Dialer) -> Result<PluginChannel, String> {
     Ok(pooled(
         open(dialer.clone(), false).await?,
-        Some(dialer),
+        dialer,
         Some(1),
         DIAL_TIMEOUT,
     ))
@@ -970,7 +954,7 @@ pub(crate) async fn answered_channel(
 ) -> Result<PluginChannel, String> {
     let limit = if grow { None } else { Some(1) };
     let first = handshake(first, true).await?;
-    Ok(pooled(first, Some(dialer), limit, DIAL_TIMEOUT))
+    Ok(pooled(first, dialer, limit, DIAL_TIMEOUT))
 }
 
 /// How many connections a growing channel may have: the host's CPU count, at most
@@ -984,11 +968,12 @@ fn connection_limit() -> usize {
     })
 }
 
-/// A channel on `first` that may open up to `limit` connections in all (by default
-/// [`connection_limit`]) from `dialer`, each within `grow_timeout`.
+/// A channel on `first` that replaces a broken connection from `dialer` and may open up to
+/// `limit` connections in all (by default [`connection_limit`]), each dial within
+/// `dial_timeout`.
 fn pooled(
     first: h2::client::SendRequest<Bytes>,
-    dialer: Option<Dialer>,
+    dialer: Dialer,
     limit: Option<usize>,
     dial_timeout: Duration,
 ) -> PluginChannel {
@@ -1010,7 +995,6 @@ impl PluginChannel {
             pool,
             chosen: None,
             redialing: None,
-            broken: None,
         }
     }
 }
@@ -1531,7 +1515,7 @@ mod tests {
             servers.join_all().await;
         });
         let first = open(dialer.clone(), false).await.unwrap();
-        let mut channel = pooled(first, Some(dialer), Some(2), DIAL_TIMEOUT);
+        let mut channel = pooled(first, dialer, Some(2), DIAL_TIMEOUT);
 
         // Answers still being read keep their calls in flight. Below the threshold the
         // channel keeps one connection.
@@ -1589,7 +1573,7 @@ mod tests {
             });
             let first = open(dialer.clone(), false).await.unwrap();
             let timeout = Duration::from_millis(100);
-            let mut channel = pooled(first, Some(dialer), Some(2), timeout);
+            let mut channel = pooled(first, dialer, Some(2), timeout);
             let mut open_answers = Vec::new();
             for _ in 0..3 * GROW_AT {
                 open_answers.push(call(&mut channel, message("busy")).await.unwrap());
@@ -1624,7 +1608,7 @@ mod tests {
             serving.await.unwrap();
         });
         let first = open(dialer.clone(), false).await.unwrap();
-        let mut channel = pooled(first, Some(dialer), Some(2), DIAL_TIMEOUT);
+        let mut channel = pooled(first, dialer, Some(2), DIAL_TIMEOUT);
         let mut open_answers = Vec::new();
         for _ in 0..=GROW_AT {
             open_answers.push(call(&mut channel, message("busy")).await.unwrap());
@@ -1678,7 +1662,7 @@ mod tests {
             }
         });
         let first = open(dialer.clone(), true).await.unwrap();
-        let mut channel = pooled(first, Some(dialer), Some(1), DIAL_TIMEOUT);
+        let mut channel = pooled(first, dialer, Some(1), DIAL_TIMEOUT);
         drop(call(&mut channel, message("before")).await.unwrap());
         assert_eq!(seen_by_test.recv().await, Some(0));
 
@@ -1720,7 +1704,7 @@ mod tests {
             echo_until(first, 0, seen, closed).await;
         });
         let first = open(dialer.clone(), true).await.unwrap();
-        let mut channel = pooled(first, Some(dialer), Some(1), DIAL_TIMEOUT);
+        let mut channel = pooled(first, dialer, Some(1), DIAL_TIMEOUT);
         close_first.send(()).unwrap();
         server.await.unwrap();
 

@@ -151,7 +151,7 @@ impl Cache {
                     problem: CacheProblem::NoKey,
                 });
             }
-            None => create_key(&dir)?,
+            None => create_key(&dir, &trusted)?,
         };
         Ok(Cache {
             dir,
@@ -183,7 +183,7 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
 
 /// Writes a new random key next to the entries; when another process wrote one first, reads
 /// theirs.
-fn create_key(dir: &Path) -> Result<[u8; KEY_LEN]> {
+fn create_key(dir: &Path, trusted: &trust::Trusted) -> Result<[u8; KEY_LEN]> {
     let path = dir.join(KEY_FILE);
     let io = |action: &'static str| {
         let path = path.clone();
@@ -208,8 +208,7 @@ fn create_key(dir: &Path) -> Result<[u8; KEY_LEN]> {
     match file.persist_noclobber(&path) {
         Ok(_) => Ok(key),
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-            let trusted = trust::check_dir(dir, false)?;
-            trust::read_key(&path, &trusted)?.ok_or_else(|| Error::UntrustedCache {
+            trust::read_key(&path, trusted)?.ok_or_else(|| Error::UntrustedCache {
                 path,
                 problem: CacheProblem::NoKey,
             })
