@@ -188,6 +188,8 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let shutdown = Shutdown::new();
     let (chunks_in, chunks) = mpsc::channel(1);
     let server = Server::build(&config, version, &tls, place, chunks, shutdown.clone())?;
+    // Registered before the handshake line: from then on the host may signal this process.
+    let signals = Signals::register();
     print_handshake(version, &address, tls.cert.as_ref())?;
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -210,7 +212,9 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
             None
         }
     };
-    tasks.spawn(handle_signals(shutdown.clone()));
+    if let Some(signals) = signals {
+        tasks.spawn(signals.handle(shutdown.clone()));
+    }
     tracing::debug!(target: "plinth::serve", %address, version, "plugin serving");
     let outcome = server.run(listener, tls.server, shutdown).await;
     drop(redirect);
@@ -351,25 +355,46 @@ fn print_handshake(
         })
 }
 
+/// The plugin's handlers for SIGINT and SIGTERM.
+///
 /// SIGINT is ignored (a terminal's Ctrl-C reaches host and plugin alike; the host stops the
 /// plugin); SIGTERM shuts down cleanly.
-async fn handle_signals(shutdown: Shutdown) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = interrupt.recv() => {
-                tracing::trace!(target: "plinth::serve", "plugin received interrupt signal, ignoring");
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs both handlers now, so that no signal sent after this returns takes the default
+    /// action; `None` (with a warning) when the process cannot install them.
+    fn register() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(interrupt), Ok(terminate)) => Some(Signals {
+                interrupt,
+                terminate,
+            }),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(target: "plinth::serve", %error, "cannot handle SIGINT and SIGTERM");
+                None
             }
-            _ = terminate.recv() => {
-                tracing::debug!(target: "plinth::serve", "plugin received SIGTERM, shutting down");
-                shutdown.trigger();
-                return;
+        }
+    }
+
+    async fn handle(mut self, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => {
+                    tracing::trace!(target: "plinth::serve", "plugin received interrupt signal, ignoring");
+                }
+                _ = self.terminate.recv() => {
+                    tracing::debug!(target: "plinth::serve", "plugin received SIGTERM, shutting down");
+                    shutdown.trigger();
+                    return;
+                }
             }
         }
     }
