@@ -20,7 +20,7 @@ use wit_parser::{
 use crate::failure::{BAD_FILE, Failure, UNSUPPORTED, USAGE};
 
 /// The wit-bindgen the scaffold depends on, as the example guests do.
-const WIT_BINDGEN: &str = "0.61.1";
+const WIT_BINDGEN: &str = "0.63.0";
 
 /// What `plinth new` takes.
 #[derive(clap::Args)]

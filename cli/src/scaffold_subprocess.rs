@@ -152,14 +152,14 @@ publish = false
 
 [dependencies]
 {subprocess}
-prost = "0.14.1"
-tokio = {{ version = "1.48.0", default-features = false, features = ["rt-multi-thread", "macros"] }}
-tonic = {{ version = "0.14.2", default-features = false, features = ["transport", "codegen", "router"] }}
-tonic-prost = "0.14.2"
+prost = "0.14.6"
+tokio = {{ version = "1.54.1", default-features = false, features = ["rt-multi-thread", "macros"] }}
+tonic = {{ version = "0.14.9", default-features = false, features = ["transport", "codegen", "router"] }}
+tonic-prost = "0.14.9"
 
 [build-dependencies]
-protoc-bin-vendored = "3.2.0"
-tonic-prost-build = {{ version = "0.14.2", default-features = false, features = ["transport"] }}
+protoc-bin-vendored = "3.3.0"
+tonic-prost-build = {{ version = "0.14.9", default-features = false, features = ["transport"] }}
 
 # A crate of its own, not a member of any enclosing workspace.
 [workspace]

@@ -280,7 +280,7 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
             format!("wasm kv.get {label}"),
             ours(&format!("kv_get/plinth/{size}")),
             estimate(&extism, &format!("kv_get/extism/{size}")),
-            "Extism 1.30",
+            "Extism 1.41",
             Goal::AtMost(0.2),
         ));
     }
@@ -288,7 +288,7 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
         "wasm greet()".to_owned(),
         ours("greet/plinth"),
         estimate(&extism, "greet/extism"),
-        "Extism 1.30",
+        "Extism 1.41",
         Goal::AtMost(0.2),
     ));
     let (plinth, raw) = pair("instantiate", "instantiate/plinth", "instantiate/raw");

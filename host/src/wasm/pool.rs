@@ -271,7 +271,7 @@ impl<B: Bindings> PoolInner<B> {
     fn reserve(&self) -> Option<Reservation<'_, B>> {
         let max = self.max_instances();
         self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+            .try_update(Ordering::AcqRel, Ordering::Acquire, |live| {
                 (live < max).then_some(live + 1)
             })
             .ok()
