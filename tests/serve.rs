@@ -1,9 +1,9 @@
 //! End-to-end tests of Rust programs served as go-plugin plugins (`plinth_subprocess::serve`):
-//! the example binaries `kv-plugin` and `counter-plugin` of `plinth-examples`, loaded by a real
+//! the example binaries `kv-plugin` and `counter-plugin` of `plinth-example-plugins`, loaded by a real
 //! Go host (go-plugin v1.8.0's client, `tests/go/cmd/go-host serve-*`), by Plinth's own host,
 //! and run by hand with bad input.
 //!
-//! The Rust plugins are built on first use with `cargo build -p plinth-examples --bins` into
+//! The Rust plugins are built on first use with `cargo build -p plinth-example-plugins --bins` into
 //! the target directory this test binary runs from (`<target>/<profile>/deps/..`), so the
 //! test always loads binaries built from the tree under test. The Go host must be built with
 //! `cargo xtask go` (or `cd tests/go && go build -o bin/ ./cmd/...`).
@@ -45,7 +45,7 @@ fn build_rust_plugins() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--quiet", "-p", "plinth-examples", "--bins"])
+        .args(["build", "--quiet", "-p", "plinth-example-plugins", "--bins"])
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile_dir

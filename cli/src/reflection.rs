@@ -15,10 +15,11 @@ use tonic::codegen::{Body, Bytes, StdError};
 
 use crate::failure::{CALL_FAILED, Failure, Phase};
 
-/// The generated reflection messages (`proto/reflection.proto`).
+/// The generated reflection client and messages (`proto/reflection.proto`, checked in;
+/// `cargo xtask protos` regenerates them).
 #[allow(clippy::all, clippy::pedantic)]
 mod proto {
-    tonic::include_proto!("grpc.reflection.v1");
+    include!("proto/grpc.reflection.v1.rs");
 }
 
 use proto::server_reflection_request::MessageRequest;

@@ -13,18 +13,7 @@ pub mod docs;
 pub mod greeter;
 pub mod kv;
 
-/// The gRPC code of the kv and counter services (`tests/go/proto`), as the Go fixtures serve
-/// them: package `proto`, services `KV`, `Counter` and `AddHelper`.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod proto {
-    tonic::include_proto!("proto");
-}
-
-/// The go-plugin handshake of the example Go plugins in `tests/go` (cookie `PLINTH_PLUGIN=kv`,
-/// application protocol version 1).
-pub fn handshake() -> plinth::HandshakeConfig {
-    plinth::HandshakeConfig::new(1, "PLINTH_PLUGIN", "kv")
-}
+pub use plinth_example_plugins::{handshake, proto};
 
 /// The directory the Go fixtures are built into by `cargo xtask go`.
 pub fn go_bin_dir() -> PathBuf {

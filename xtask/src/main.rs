@@ -2,7 +2,8 @@
 //!
 //! `cargo xtask demo` builds the example guests and Go plugins and runs the demo; `cargo xtask test` builds
 //! everything the tests need (guests, Go fixtures, the Python kv plugin) and runs every test; `cargo xtask lint` runs the formatting,
-//! clippy and documentation checks CI runs; `cargo xtask bench` runs the benchmarks;
+//! clippy and documentation checks CI runs, and checks the generated gRPC code is fresh;
+//! `cargo xtask protos` regenerates it; `cargo xtask bench` runs the benchmarks;
 //! `cargo xtask fuzz [SECONDS]` runs every fuzz target for a bounded time.
 //! Each installs what it needs (the `wasm32-wasip2` target, the Python plugin's packages from
 //! PyPI) on a fresh machine.
@@ -11,17 +12,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const USAGE: &str =
-    "usage: cargo xtask <demo|test|lint|bench|bench-table|guests|go|python|fuzz [SECONDS]>
+    "usage: cargo xtask <demo|test|lint|bench|bench-table|guests|go|python|protos|fuzz [SECONDS]>
 
   demo    build the example guests and Go plugins and run the demo on them
   test    build the guests and run every test of the workspace
-  lint    cargo fmt --check, clippy -D warnings and cargo doc (warnings denied)
+  lint    cargo fmt --check, clippy -D warnings, cargo doc (warnings denied), and a check that
+          the checked-in gRPC code is what the .proto files generate
   bench   run every benchmark and its peers; print the ratio table, write BENCHMARKS.md
   bench-table  only write the table again from the last run's estimates
   guests  only build the example guests (wasm32-wasip2 components)
   go      only build the Go fixtures (tests/go, go-plugin v1.8.0) and check them with a Go host
   python  only set up the Python kv plugin (tests/python: a venv with its pinned packages from
           PyPI, stubs generated from kv.proto, the launcher a host runs)
+  protos  regenerate the checked-in gRPC code from the workspace's .proto files (vendored protoc)
   fuzz    run each cargo-fuzz target (fuzz/) for SECONDS (default 20), nightly toolchain";
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         "guests" => guests(),
         "go" => go_fixtures(),
         "python" => python_plugin(),
+        "protos" => cargo(&["run", "--quiet", "--package", "plinth-protogen"]),
         "fuzz" => match std::env::args().nth(2).map(|s| s.parse::<u64>()) {
             None => fuzz(20),
             Some(Ok(seconds)) if seconds > 0 => fuzz(seconds),
@@ -83,7 +87,15 @@ fn lint() -> Result<(), String> {
     run(Command::new(cargo_bin())
         .args(["doc", "--no-deps", "--workspace"])
         .env("RUSTDOCFLAGS", "-D warnings")
-        .current_dir(root()))
+        .current_dir(root()))?;
+    cargo(&[
+        "run",
+        "--quiet",
+        "--package",
+        "plinth-protogen",
+        "--",
+        "--check",
+    ])
 }
 
 /// Runs every benchmark and its peers, then prints one table of ratios and writes it to
@@ -148,7 +160,7 @@ fn served_plugin_rtt() -> Result<ServedRtt, String> {
         "build",
         "--release",
         "--package",
-        "plinth-examples",
+        "plinth-example-plugins",
         "--bin",
         "kv-plugin",
     ])?;

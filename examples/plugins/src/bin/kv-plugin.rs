@@ -12,9 +12,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use plinth::subprocess::serve::{ServeConfig, serve_blocking};
-use plinth_examples::proto::kv_server::{Kv, KvServer};
-use plinth_examples::proto::{Empty, GetRequest, GetResponse, PutRequest};
+use plinth_example_plugins::proto::kv_server::{Kv, KvServer};
+use plinth_example_plugins::proto::{Empty, GetRequest, GetResponse, PutRequest};
+use plinth_subprocess::serve::{ServeConfig, serve_blocking};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
@@ -73,13 +73,13 @@ fn kv(prefix: &'static str) -> Routes {
         prefix,
         ..MemKv::default()
     })
-    .max_decoding_message_size(plinth::MAX_MESSAGE_SIZE)
-    .max_encoding_message_size(plinth::MAX_MESSAGE_SIZE);
+    .max_decoding_message_size(plinth_subprocess::transport::MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(plinth_subprocess::transport::MAX_MESSAGE_SIZE);
     Routes::new(server)
 }
 
 fn main() -> ExitCode {
-    let config = ServeConfig::new(plinth_examples::handshake())
+    let config = ServeConfig::new(plinth_example_plugins::handshake())
         .versioned(1, |_broker| kv(""))
         .versioned(2, |_broker| kv("v2:"));
     match serve_blocking(config) {

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use plinth::subprocess::Broker;
-use plinth::subprocess::serve::{ServeConfig, serve_blocking};
-use plinth_examples::proto::add_helper_client::AddHelperClient;
-use plinth_examples::proto::counter_server::{Counter, CounterServer};
-use plinth_examples::proto::{
+use plinth_example_plugins::proto::add_helper_client::AddHelperClient;
+use plinth_example_plugins::proto::counter_server::{Counter, CounterServer};
+use plinth_example_plugins::proto::{
     CounterGetRequest, CounterGetResponse, CounterPutRequest, Empty, SumRequest,
 };
+use plinth_subprocess::Broker;
+use plinth_subprocess::serve::{ServeConfig, serve_blocking};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
@@ -66,7 +66,7 @@ impl Counter for Count {
 }
 
 fn main() -> ExitCode {
-    let config = ServeConfig::new(plinth_examples::handshake()).service(|broker| {
+    let config = ServeConfig::new(plinth_example_plugins::handshake()).service(|broker| {
         Routes::new(CounterServer::new(Count {
             broker: broker.clone(),
             values: Mutex::new(HashMap::new()),
