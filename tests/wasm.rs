@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use plinth::wasm::{Access, CacheOutcome, Engine, EngineConfig, Grants, Output};
+use plinth::wasm::{Access, CacheOutcome, Engine, EngineConfig, Grants, Output, uses_concurrency};
 use plinth::{Checksum, Client, ClientConfig, Error, FileKind, PluginSet};
 use plinth_examples::counter::{AddHelper, CounterPlugin};
 use plinth_examples::greeter::{Greeter, GreeterPlugin, V1, V2};
@@ -1030,4 +1030,96 @@ async fn dynamic_calls_trap_on_imports_the_host_does_not_provide() {
         .await
         .unwrap();
     assert_eq!(got, [Val::Result(Ok(Some(Box::new(Val::S64(0)))))]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Component-model concurrency: off in the default engine, picked per component
+
+/// Every example guest whose world has no async function.
+const SYNC_GUESTS: [&str; 9] = [
+    "kv",
+    "kv-files",
+    "greeter",
+    "greeter-v1",
+    "counter",
+    "docs",
+    "misbehave",
+    "resource-probe",
+    "missing-import",
+];
+
+#[test]
+fn concurrency_is_detected_in_the_async_guest_alone() {
+    for name in SYNC_GUESTS {
+        let bytes = std::fs::read(guest(name)).unwrap();
+        assert!(!uses_concurrency(&bytes), "{name} has no async function");
+    }
+    let bytes = std::fs::read(guest("echo-async")).unwrap();
+    assert!(uses_concurrency(&bytes));
+    // Cut short anywhere, the scan answers for the sections it could read (the compiler
+    // reports the truncation): before any section, nothing is async.
+    for cut in [0, 4, 8, 9, 12] {
+        assert!(!uses_concurrency(&bytes[..cut]), "cut at {cut}");
+    }
+    for cut in (0..bytes.len()).step_by(61) {
+        let _ = uses_concurrency(&bytes[..cut]);
+    }
+    assert!(!uses_concurrency(b"\0asm\x0d\0\x01\0\xff\xff\xff\xff"));
+}
+
+#[tokio::test]
+async fn an_async_world_runs_on_the_concurrent_engine_and_a_sync_one_does_not() {
+    use wasmtime::component::Val;
+
+    let echo = Client::start(ClientConfig::wasm(guest("echo-async")))
+        .await
+        .expect("the async guest loads");
+    let dynamic = echo.dispense_dynamic().await.unwrap();
+    let answer = dynamic
+        .call(
+            "echo",
+            &[Val::String("async ".into()), Val::String("echo".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, vec![Val::String("async echo".into())]);
+    assert!(Engine::shared_for(true).unwrap().concurrency());
+    assert!(!Engine::shared().unwrap().concurrency());
+
+    // The same shared engine as a sync component started beside it: the pick is per component.
+    let kv = Client::start(ClientConfig::wasm(guest("kv")))
+        .await
+        .unwrap();
+    let store = kv.dispense(&KvPlugin).await.unwrap();
+    store.put("k", b"v").await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), b"v");
+    echo.kill().await;
+    kv.kill().await;
+}
+
+#[tokio::test]
+async fn an_async_world_on_an_engine_without_concurrency_is_refused_by_name() {
+    let err = Client::start(ClientConfig::wasm(guest("echo-async")).engine(own_engine()))
+        .await
+        .unwrap_err();
+    let Error::NeedsConcurrency { plugin, remedy } = &err else {
+        panic!("expected NeedsConcurrency, got {err}");
+    };
+    assert_eq!(plugin, "echo_async");
+    assert!(remedy.contains("EngineConfig::concurrency"), "{err}");
+
+    let concurrent = Engine::new(&EngineConfig {
+        total_instances: 16,
+        concurrency: true,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    // An engine with concurrency on runs both kinds.
+    for name in ["echo-async", "kv"] {
+        let client = Client::start(ClientConfig::wasm(guest(name)).engine(concurrent.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!client.exported_functions().is_empty());
+        client.kill().await;
+    }
 }

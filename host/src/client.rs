@@ -11,39 +11,63 @@
 //! The wasm settings (grants, limits, cache) are added alongside.
 
 use std::any::type_name;
+#[cfg(feature = "subprocess")]
 use std::collections::BTreeMap;
+#[cfg(feature = "subprocess")]
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
+#[cfg(any(feature = "wasm", feature = "subprocess"))]
 use std::time::Duration;
 
+#[cfg(feature = "subprocess")]
 use plinth_subprocess::{
     AutoMtls, Connection, HandshakeConfig, Protocol, ReattachConfig, StdioSinks,
 };
 
 use crate::error::{Error, Result};
+#[cfg(feature = "subprocess")]
 use crate::grpc::GrpcConn;
 use crate::kind::FileKind;
+#[cfg(feature = "subprocess")]
 use crate::netrpc::NetRpcConn;
-use crate::plugin::{ErasedPlugin, Plugin, PluginSet};
+use crate::output::Output;
+#[cfg(feature = "subprocess")]
+use crate::output::{Stream, chunk_sink};
+#[cfg(feature = "wasm")]
+use crate::plugin::ErasedPlugin;
+use crate::plugin::{Plugin, PluginSet};
 use crate::secure::Checksum;
+#[cfg(feature = "wasm")]
 use crate::wasm::cache::CacheLocation;
+#[cfg(feature = "wasm")]
+use crate::wasm::engine::uses_concurrency;
+#[cfg(feature = "wasm")]
 use crate::wasm::instance::{Loaded, Settings};
+#[cfg(feature = "wasm")]
 use crate::wasm::interface::{InterfaceName, negotiate};
-use crate::wasm::stdio::{Stream, chunk_sink};
-use crate::wasm::{CacheOutcome, Engine, Grants, Limits, Output};
+#[cfg(feature = "wasm")]
+use crate::wasm::{CacheOutcome, Engine, Grants, Limits};
 
 /// Where a plugin's code comes from.
 #[derive(Clone)]
 enum Source {
+    #[cfg(feature = "wasm")]
     WasmFile(PathBuf),
+    #[cfg(feature = "wasm")]
     WasmBytes(Arc<[u8]>),
-    Command { path: PathBuf, args: Vec<OsString> },
+    #[cfg(feature = "subprocess")]
+    Command {
+        path: PathBuf,
+        args: Vec<OsString>,
+    },
     Detect(PathBuf),
+    #[cfg(feature = "subprocess")]
     Reattach(ReattachConfig),
 }
 
 /// The settings that only apply to go-plugin executables.
+#[cfg(feature = "subprocess")]
 #[derive(Clone)]
 struct SubprocessSettings {
     handshake: Option<HandshakeConfig>,
@@ -60,6 +84,7 @@ struct SubprocessSettings {
     managed: bool,
 }
 
+#[cfg(feature = "subprocess")]
 impl Default for SubprocessSettings {
     fn default() -> SubprocessSettings {
         SubprocessSettings {
@@ -110,15 +135,107 @@ pub struct ClientConfig {
     name: Option<String>,
     plugins: PluginSet,
     checksum: Option<Checksum>,
-    grants: Grants,
-    limits: Limits,
     stdout: Output,
     stderr: Output,
-    cache: Option<CacheLocation>,
-    engine: Option<Engine>,
+    #[cfg(feature = "wasm")]
+    wasm: WasmSettings,
+    #[cfg(feature = "subprocess")]
     subprocess: SubprocessSettings,
 }
 
+/// The settings that only apply to components.
+#[cfg(feature = "wasm")]
+#[derive(Clone, Default)]
+struct WasmSettings {
+    grants: Grants,
+    limits: Limits,
+    cache: Option<CacheLocation>,
+    engine: Option<Engine>,
+}
+
+impl ClientConfig {
+    /// Loads `path` as a component or launches it as an executable, whichever its first bytes
+    /// say it is: one host binary serves both kinds of plugin. A kind this build has no backend
+    /// for is refused with [`Error::BackendDisabled`].
+    pub fn file(path: impl Into<PathBuf>) -> ClientConfig {
+        ClientConfig::from_source(Source::Detect(path.into()))
+    }
+
+    fn from_source(source: Source) -> ClientConfig {
+        ClientConfig {
+            source,
+            name: None,
+            plugins: PluginSet::new(),
+            checksum: None,
+            stdout: Output::default(),
+            stderr: Output::default(),
+            #[cfg(feature = "wasm")]
+            wasm: WasmSettings::default(),
+            #[cfg(feature = "subprocess")]
+            subprocess: SubprocessSettings::default(),
+        }
+    }
+
+    /// The plugin's name in logs and errors.
+    pub fn name(mut self, name: impl Into<String>) -> ClientConfig {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The adapters [`Client::dispense_named`] can use.
+    pub fn plugins(mut self, plugins: PluginSet) -> ClientConfig {
+        self.plugins = plugins;
+        self
+    }
+
+    /// Refuses to load unless the plugin's bytes hash to `checksum` (go-plugin's `SecureConfig`).
+    pub fn checksum(mut self, checksum: Checksum) -> ClientConfig {
+        self.checksum = Some(checksum);
+        self
+    }
+
+    /// Where the plugin's stdout lines go. Default: [`Output::Tracing`].
+    pub fn stdout(mut self, output: Output) -> ClientConfig {
+        self.stdout = output;
+        self
+    }
+
+    /// Where the plugin's stderr lines go. Default: [`Output::Tracing`].
+    pub fn stderr(mut self, output: Output) -> ClientConfig {
+        self.stderr = output;
+        self
+    }
+
+    fn plugin_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let stem = |path: &std::path::Path| {
+            path.file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string())
+        };
+        let file_name = |path: &std::path::Path| {
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string())
+        };
+        match &self.source {
+            #[cfg(feature = "wasm")]
+            Source::WasmFile(path) => stem(path),
+            Source::Detect(path) if path.extension().is_some_and(|e| e == "wasm") => stem(path),
+            Source::Detect(path) => file_name(path),
+            #[cfg(feature = "subprocess")]
+            Source::Command { path, .. } => file_name(path),
+            #[cfg(feature = "wasm")]
+            Source::WasmBytes(_) => "plugin".to_owned(),
+            #[cfg(feature = "subprocess")]
+            Source::Reattach(config) => format!("pid {}", config.pid),
+        }
+    }
+}
+
+#[cfg(feature = "wasm")]
 impl ClientConfig {
     /// Loads the component at `path`. The plugin's name defaults to the file's stem.
     pub fn wasm(path: impl Into<PathBuf>) -> ClientConfig {
@@ -129,7 +246,87 @@ impl ClientConfig {
     pub fn wasm_bytes(name: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> ClientConfig {
         ClientConfig::from_source(Source::WasmBytes(bytes.into())).name(name)
     }
+    /// What the sandbox lets the guest touch. Default: nothing.
+    pub fn grants(mut self, grants: Grants) -> ClientConfig {
+        self.wasm.grants = grants;
+        self
+    }
 
+    /// All resource limits at once. Default: [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> ClientConfig {
+        self.wasm.limits = limits;
+        self
+    }
+
+    /// The largest linear memory one instance may grow to, in bytes. Default: 256 MiB.
+    pub fn max_memory(mut self, bytes: usize) -> ClientConfig {
+        self.wasm.limits.max_memory = bytes;
+        self
+    }
+
+    /// How long one call may run. Default: 30 seconds.
+    pub fn call_timeout(mut self, timeout: Duration) -> ClientConfig {
+        self.wasm.limits.call_timeout = Some(timeout);
+        self
+    }
+
+    /// Lets calls run without a deadline.
+    pub fn no_call_timeout(mut self) -> ClientConfig {
+        self.wasm.limits.call_timeout = None;
+        self
+    }
+
+    /// How many instances may serve calls at once. Default: 16. Instances do not share
+    /// memory: use 1 for a guest that keeps state in memory (see [`Limits::max_instances`]).
+    pub fn max_instances(mut self, count: usize) -> ClientConfig {
+        self.wasm.limits.max_instances = count;
+        self
+    }
+
+    /// Caches compiled components in `dir`, so a component is compiled once per machine rather
+    /// than once per process. Default: no disk cache (compiled components are still shared
+    /// within the process).
+    ///
+    /// A cache entry is native code that runs outside the sandbox, so the cache trusts only
+    /// this user: `dir` is created `0700` and refused ([`Error::UntrustedCache`], naming the
+    /// path and its owner or mode) when it or a directory above it is owned by another user or
+    /// writable by group or others. Each entry carries a MAC, under a secret key created in
+    /// `dir` on first use (`0600`), over the component's sha256, the engine's compatibility
+    /// hash and the native code: an entry copied from another component or altered in any way
+    /// is compiled again from the checked bytes (with a warning), never loaded. Anyone who can
+    /// read the key and write the directory can run code in the host, so keep both private.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> ClientConfig {
+        self.wasm.cache = Some(CacheLocation {
+            path: dir.into(),
+            read_only: false,
+        });
+        self
+    }
+
+    /// Loads compiled components from `dir` and never writes to it: a cache filled by a user
+    /// the host trusts (for example when an image was built), which this user may not own.
+    ///
+    /// Opting in extends trust to the directory's owner: it (and every directory above it)
+    /// must still not be writable by group or others, its key file must belong to the owner,
+    /// and each entry's MAC is checked as for [`ClientConfig::cache_dir`]. Components missing
+    /// from it, or whose entry fails the check, are compiled in memory.
+    pub fn read_only_cache_dir(mut self, dir: impl Into<PathBuf>) -> ClientConfig {
+        self.wasm.cache = Some(CacheLocation {
+            path: dir.into(),
+            read_only: true,
+        });
+        self
+    }
+
+    /// Runs the plugin on `engine` instead of [`Engine::shared`].
+    pub fn engine(mut self, engine: Engine) -> ClientConfig {
+        self.wasm.engine = Some(engine);
+        self
+    }
+}
+
+#[cfg(feature = "subprocess")]
+impl ClientConfig {
     /// Launches the go-plugin executable at `path` and speaks go-plugin's gRPC protocol to it.
     /// Needs a [`ClientConfig::handshake`]. The plugin's name defaults to the file name.
     pub fn command(path: impl Into<PathBuf>) -> ClientConfig {
@@ -139,33 +336,11 @@ impl ClientConfig {
         })
     }
 
-    /// Loads `path` as a component or launches it as an executable, whichever its first bytes
-    /// say it is: one host binary serves both kinds of plugin.
-    pub fn file(path: impl Into<PathBuf>) -> ClientConfig {
-        ClientConfig::from_source(Source::Detect(path.into()))
-    }
-
     /// Connects to a go-plugin plugin that is already running (go-plugin's `Reattach`);
     /// see [`plinth_subprocess::reattach`]. The plugin is not killed unless asked, and never
     /// when `config.test` is set.
     pub fn reattach(config: ReattachConfig) -> ClientConfig {
         ClientConfig::from_source(Source::Reattach(config))
-    }
-
-    fn from_source(source: Source) -> ClientConfig {
-        ClientConfig {
-            source,
-            name: None,
-            plugins: PluginSet::new(),
-            checksum: None,
-            grants: Grants::none(),
-            limits: Limits::default(),
-            stdout: Output::default(),
-            stderr: Output::default(),
-            cache: None,
-            engine: None,
-            subprocess: SubprocessSettings::default(),
-        }
     }
 
     /// Arguments for an executable plugin.
@@ -276,136 +451,7 @@ impl ClientConfig {
         self
     }
 
-    /// The plugin's name in logs and errors.
-    pub fn name(mut self, name: impl Into<String>) -> ClientConfig {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// The adapters [`Client::dispense_named`] can use.
-    pub fn plugins(mut self, plugins: PluginSet) -> ClientConfig {
-        self.plugins = plugins;
-        self
-    }
-
-    /// Refuses to load unless the plugin's bytes hash to `checksum` (go-plugin's `SecureConfig`).
-    pub fn checksum(mut self, checksum: Checksum) -> ClientConfig {
-        self.checksum = Some(checksum);
-        self
-    }
-
-    /// What the sandbox lets the guest touch. Default: nothing.
-    pub fn grants(mut self, grants: Grants) -> ClientConfig {
-        self.grants = grants;
-        self
-    }
-
-    /// All resource limits at once. Default: [`Limits::default`].
-    pub fn limits(mut self, limits: Limits) -> ClientConfig {
-        self.limits = limits;
-        self
-    }
-
-    /// The largest linear memory one instance may grow to, in bytes. Default: 256 MiB.
-    pub fn max_memory(mut self, bytes: usize) -> ClientConfig {
-        self.limits.max_memory = bytes;
-        self
-    }
-
-    /// How long one call may run. Default: 30 seconds.
-    pub fn call_timeout(mut self, timeout: Duration) -> ClientConfig {
-        self.limits.call_timeout = Some(timeout);
-        self
-    }
-
-    /// Lets calls run without a deadline.
-    pub fn no_call_timeout(mut self) -> ClientConfig {
-        self.limits.call_timeout = None;
-        self
-    }
-
-    /// How many instances may serve calls at once. Default: 16. Instances do not share
-    /// memory: use 1 for a guest that keeps state in memory (see [`Limits::max_instances`]).
-    pub fn max_instances(mut self, count: usize) -> ClientConfig {
-        self.limits.max_instances = count;
-        self
-    }
-
-    /// Where the guest's stdout lines go. Default: [`Output::Tracing`].
-    pub fn stdout(mut self, output: Output) -> ClientConfig {
-        self.stdout = output;
-        self
-    }
-
-    /// Where the guest's stderr lines go. Default: [`Output::Tracing`].
-    pub fn stderr(mut self, output: Output) -> ClientConfig {
-        self.stderr = output;
-        self
-    }
-
-    /// Caches compiled components in `dir`, so a component is compiled once per machine rather
-    /// than once per process. Default: no disk cache (compiled components are still shared
-    /// within the process).
-    ///
-    /// A cache entry is native code that runs outside the sandbox, so the cache trusts only
-    /// this user: `dir` is created `0700` and refused ([`Error::UntrustedCache`], naming the
-    /// path and its owner or mode) when it or a directory above it is owned by another user or
-    /// writable by group or others. Each entry carries a MAC, under a secret key created in
-    /// `dir` on first use (`0600`), over the component's sha256, the engine's compatibility
-    /// hash and the native code: an entry copied from another component or altered in any way
-    /// is compiled again from the checked bytes (with a warning), never loaded. Anyone who can
-    /// read the key and write the directory can run code in the host, so keep both private.
-    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> ClientConfig {
-        self.cache = Some(CacheLocation {
-            path: dir.into(),
-            read_only: false,
-        });
-        self
-    }
-
-    /// Loads compiled components from `dir` and never writes to it: a cache filled by a user
-    /// the host trusts (for example when an image was built), which this user may not own.
-    ///
-    /// Opting in extends trust to the directory's owner: it (and every directory above it)
-    /// must still not be writable by group or others, its key file must belong to the owner,
-    /// and each entry's MAC is checked as for [`ClientConfig::cache_dir`]. Components missing
-    /// from it, or whose entry fails the check, are compiled in memory.
-    pub fn read_only_cache_dir(mut self, dir: impl Into<PathBuf>) -> ClientConfig {
-        self.cache = Some(CacheLocation {
-            path: dir.into(),
-            read_only: true,
-        });
-        self
-    }
-
-    /// Runs the plugin on `engine` instead of [`Engine::shared`].
-    pub fn engine(mut self, engine: Engine) -> ClientConfig {
-        self.engine = Some(engine);
-        self
-    }
-
-    fn plugin_name(&self) -> String {
-        if let Some(name) = &self.name {
-            return name.clone();
-        }
-        match &self.source {
-            Source::WasmFile(path) => path
-                .file_stem()
-                .map(|stem| stem.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string()),
-            Source::Detect(path) if path.extension().is_some_and(|e| e == "wasm") => path
-                .file_stem()
-                .map(|stem| stem.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string()),
-            Source::Command { path, .. } | Source::Detect(path) => path
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string()),
-            Source::WasmBytes(_) => "plugin".to_owned(),
-            Source::Reattach(config) => format!("pid {}", config.pid),
-        }
-    }
-
+    #[cfg(feature = "subprocess")]
     fn subprocess_config(
         &self,
         base: plinth_subprocess::Config,
@@ -467,6 +513,7 @@ impl ClientConfig {
 
 /// Kills every executable plugin started with [`ClientConfig::managed`] and waits for them
 /// (go-plugin's `CleanupClients`). Call it once before the host exits.
+#[cfg(feature = "subprocess")]
 pub async fn cleanup_clients() {
     plinth_subprocess::cleanup_clients().await;
 }
@@ -500,18 +547,21 @@ pub struct Client {
     name: Arc<str>,
     backend: Backend,
     plugins: PluginSet,
-    versioned: BTreeMap<u32, PluginSet>,
 }
 
 enum Backend {
+    #[cfg(feature = "wasm")]
     Wasm {
         loaded: Arc<Loaded>,
         checksum: Checksum,
         cache: CacheOutcome,
     },
+    #[cfg(feature = "subprocess")]
     Subprocess {
         connection: Connection,
         checksum: Option<Checksum>,
+        /// The adapter sets per application protocol version.
+        versioned: BTreeMap<u32, PluginSet>,
     },
 }
 
@@ -529,14 +579,17 @@ impl Client {
             other => other.clone(),
         };
         match source {
+            #[cfg(feature = "subprocess")]
             Source::Command { path, args } => {
                 let base = plinth_subprocess::Config::command(path).args(args);
                 Client::start_subprocess(&config, base).await
             }
+            #[cfg(feature = "subprocess")]
             Source::Reattach(reattach) => {
                 let base = plinth_subprocess::Config::reattach(reattach);
                 Client::start_subprocess(&config, base).await
             }
+            #[cfg(feature = "wasm")]
             Source::WasmFile(path) => {
                 let bytes = tokio::fs::read(&path).await.map_err(|source| Error::Read {
                     path: path.clone(),
@@ -544,11 +597,13 @@ impl Client {
                 })?;
                 Client::start_wasm(config, Arc::from(bytes)).await
             }
+            #[cfg(feature = "wasm")]
             Source::WasmBytes(bytes) => Client::start_wasm(config, bytes).await,
             Source::Detect(_) => unreachable!("detection resolves the source"),
         }
     }
 
+    #[cfg(feature = "subprocess")]
     async fn start_subprocess(
         config: &ClientConfig,
         base: plinth_subprocess::Config,
@@ -565,12 +620,13 @@ impl Client {
             backend: Backend::Subprocess {
                 connection,
                 checksum: config.checksum,
+                versioned: config.subprocess.versioned.clone(),
             },
             plugins: config.plugins.clone(),
-            versioned: config.subprocess.versioned.clone(),
         })
     }
 
+    #[cfg(feature = "wasm")]
     async fn start_wasm(config: ClientConfig, bytes: Arc<[u8]>) -> Result<Client> {
         let name = config.plugin_name();
         let found = FileKind::detect(&bytes);
@@ -590,18 +646,34 @@ impl Client {
                 actual: checksum.to_string(),
             });
         }
-        config.grants.validate()?;
-        let engine = match config.engine {
+        let wasm = config.wasm;
+        wasm.grants.validate()?;
+        let concurrency = uses_concurrency(&bytes);
+        let needs_concurrency = |remedy| Error::NeedsConcurrency {
+            plugin: name.clone(),
+            remedy,
+        };
+        let engine = match wasm.engine {
+            Some(engine) if concurrency && !engine.concurrency() => {
+                return Err(needs_concurrency(
+                    "its engine was made without EngineConfig::concurrency",
+                ));
+            }
             Some(engine) => engine,
-            None => Engine::shared()?,
+            None if concurrency && !cfg!(feature = "component-model-async") => {
+                return Err(needs_concurrency(
+                    "build plinth with its `component-model-async` feature",
+                ));
+            }
+            None => Engine::shared_for(concurrency)?,
         };
         let (component, cache) = engine
-            .compile(&name, bytes, checksum, config.cache.as_ref())
+            .compile(&name, bytes, checksum, wasm.cache.as_ref())
             .await?;
         tracing::debug!(plugin = %name, %checksum, ?cache, "plugin loaded");
         let settings = Settings {
-            limits: config.limits,
-            grants: config.grants,
+            limits: wasm.limits,
+            grants: wasm.grants,
             stdout: config.stdout,
             stderr: config.stderr,
         };
@@ -613,7 +685,6 @@ impl Client {
                 cache,
             },
             plugins: config.plugins,
-            versioned: config.subprocess.versioned,
         })
     }
 
@@ -624,10 +695,13 @@ impl Client {
     /// [`Error::Link`], [`Error::BackendUnsupported`] or [`Error::Killed`].
     pub async fn dispense<P: Plugin>(&self, plugin: &P) -> Result<Arc<P::Interface>> {
         match &self.backend {
+            #[cfg(feature = "wasm")]
             Backend::Wasm { .. } => plugin.from_wasm(self.link(plugin)?),
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { connection, .. } if connection.protocol() == Protocol::NetRpc => {
                 plugin.from_netrpc(self.netrpc_conn(plugin.name()).await?)
             }
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { .. } => plugin.from_grpc(self.grpc_conn()?),
         }
     }
@@ -657,10 +731,13 @@ impl Client {
             return Err(mismatch());
         }
         let interface = match &self.backend {
+            #[cfg(feature = "wasm")]
             Backend::Wasm { .. } => plugin.from_wasm_erased(self.link(&**plugin)?)?,
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { connection, .. } if connection.protocol() == Protocol::NetRpc => {
                 plugin.from_netrpc_erased(self.netrpc_conn(plugin.name()).await?)?
             }
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { .. } => plugin.from_grpc_erased(self.grpc_conn()?)?,
         };
         interface
@@ -671,10 +748,15 @@ impl Client {
 
     fn plugin_set(&self) -> &PluginSet {
         match &self.backend {
-            Backend::Subprocess { connection, .. } => self
-                .versioned
+            #[cfg(feature = "subprocess")]
+            Backend::Subprocess {
+                connection,
+                versioned,
+                ..
+            } => versioned
                 .get(&connection.negotiated_version())
                 .unwrap_or(&self.plugins),
+            #[cfg(feature = "wasm")]
             Backend::Wasm { .. } => &self.plugins,
         }
     }
@@ -682,6 +764,7 @@ impl Client {
     /// Every exported function of the component, callable by name with dynamic values, for
     /// hosts (and tools) without an adapter. Imports the host does not provide trap if called.
     /// Components only.
+    #[cfg(feature = "wasm")]
     pub async fn dispense_dynamic(&self) -> Result<crate::wasm::Dynamic> {
         let loaded = self.loaded("dynamic dispensing")?;
         if loaded.is_killed() {
@@ -690,9 +773,12 @@ impl Client {
         loaded.link_dynamic()
     }
 
+    #[cfg(feature = "wasm")]
+    #[cfg_attr(not(feature = "subprocess"), allow(unused_variables))]
     fn loaded(&self, what: &str) -> Result<&Arc<Loaded>> {
         match &self.backend {
             Backend::Wasm { loaded, .. } => Ok(loaded),
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { .. } => Err(Error::BackendUnsupported {
                 plugin: self.name().to_owned(),
                 adapter: what.to_owned(),
@@ -707,10 +793,12 @@ impl Client {
         }
     }
 
+    #[cfg(feature = "subprocess")]
     fn grpc_conn(&self) -> Result<GrpcConn> {
         match &self.backend {
             Backend::Subprocess { connection, .. } if connection.killed() => Err(self.killed()),
             Backend::Subprocess { connection, .. } => GrpcConn::new(connection.clone()),
+            #[cfg(feature = "wasm")]
             Backend::Wasm { .. } => Err(Error::Config {
                 reason: format!("plugin {} is a component, not an executable", self.name()),
             }),
@@ -718,12 +806,14 @@ impl Client {
     }
 
     /// Dispenses `name` from a netrpc plugin (`Dispenser.Dispense`, then a broker dial).
+    #[cfg(feature = "subprocess")]
     async fn netrpc_conn(&self, name: &str) -> Result<NetRpcConn> {
         let connection = match &self.backend {
             Backend::Subprocess { connection, .. } if connection.killed() => {
                 return Err(self.killed());
             }
             Backend::Subprocess { connection, .. } => connection,
+            #[cfg(feature = "wasm")]
             Backend::Wasm { .. } => {
                 return Err(Error::Config {
                     reason: format!("plugin {} is a component, not an executable", self.name()),
@@ -742,6 +832,7 @@ impl Client {
         }
     }
 
+    #[cfg(feature = "wasm")]
     fn link<P: ErasedPlugin + ?Sized>(&self, plugin: &P) -> Result<crate::wasm::Instance> {
         let loaded = self.loaded(plugin.name())?;
         if loaded.is_killed() {
@@ -774,15 +865,19 @@ impl Client {
     /// at every start, so it is only done when asked).
     pub fn checksum(&self) -> Option<Checksum> {
         match &self.backend {
+            #[cfg(feature = "wasm")]
             Backend::Wasm { checksum, .. } => Some(*checksum),
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { checksum, .. } => *checksum,
         }
     }
 
     /// Where a compiled component came from: compiled now, or a cache. `None` for executables.
+    #[cfg(feature = "wasm")]
     pub fn cache_outcome(&self) -> Option<CacheOutcome> {
         match &self.backend {
             Backend::Wasm { cache, .. } => Some(*cache),
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { .. } => None,
         }
     }
@@ -791,44 +886,54 @@ impl Client {
     /// an executable.
     pub fn exports(&self) -> &[String] {
         match &self.backend {
+            #[cfg(feature = "wasm")]
             Backend::Wasm { loaded, .. } => loaded.exports(),
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { .. } => &[],
         }
     }
 
     /// Every function the component imports (what it needs from the host), with its type;
     /// empty for an executable.
+    #[cfg(feature = "wasm")]
     pub fn imported_functions(&self) -> Vec<crate::wasm::Function> {
         match &self.backend {
             Backend::Wasm { loaded, .. } => loaded.world().0,
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { .. } => Vec::new(),
         }
     }
 
     /// Every function the component exports, with its type; empty for an executable.
+    #[cfg(feature = "wasm")]
     pub fn exported_functions(&self) -> Vec<crate::wasm::Function> {
         match &self.backend {
             Backend::Wasm { loaded, .. } => loaded.world().1,
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { .. } => Vec::new(),
         }
     }
 
     /// The connection to an executable plugin (its process, channel, broker and reattach
     /// config); `None` for a component.
+    #[cfg(feature = "subprocess")]
     pub fn connection(&self) -> Option<&Connection> {
         match &self.backend {
             Backend::Subprocess { connection, .. } => Some(connection),
+            #[cfg(feature = "wasm")]
             Backend::Wasm { .. } => None,
         }
     }
 
     /// The application protocol version negotiated with an executable plugin.
+    #[cfg(feature = "subprocess")]
     pub fn negotiated_version(&self) -> Option<u32> {
         self.connection().map(Connection::negotiated_version)
     }
 
     /// What another host needs to attach to this executable plugin (go-plugin's
     /// `ReattachConfig`); `None` for a component.
+    #[cfg(feature = "subprocess")]
     pub fn reattach_config(&self) -> Option<ReattachConfig> {
         self.connection().map(Connection::reattach_config)
     }
@@ -837,8 +942,11 @@ impl Client {
     /// `Ping`), a component was not killed.
     pub async fn ping(&self) -> Result<()> {
         match &self.backend {
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { connection, .. } => Ok(connection.ping().await?),
+            #[cfg(feature = "wasm")]
             Backend::Wasm { loaded, .. } if loaded.is_killed() => Err(self.killed()),
+            #[cfg(feature = "wasm")]
             Backend::Wasm { .. } => Ok(()),
         }
     }
@@ -850,7 +958,9 @@ impl Client {
     /// does nothing.
     pub async fn kill(&self) {
         match &self.backend {
+            #[cfg(feature = "wasm")]
             Backend::Wasm { loaded, .. } => loaded.kill(),
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { connection, .. } => connection.kill().await,
         }
     }
@@ -858,7 +968,9 @@ impl Client {
     /// Whether the plugin was killed, or (an executable) its process has exited.
     pub fn exited(&self) -> bool {
         match &self.backend {
+            #[cfg(feature = "wasm")]
             Backend::Wasm { loaded, .. } => loaded.is_killed(),
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { connection, .. } => connection.killed() || connection.exited(),
         }
     }
@@ -881,12 +993,26 @@ async fn detect(config: &ClientConfig, path: &std::path::Path) -> Result<Source>
         }
         filled += read;
     }
+    #[cfg(not(all(feature = "wasm", feature = "subprocess")))]
+    let disabled = |found, feature| Error::BackendDisabled {
+        plugin: config.plugin_name(),
+        found,
+        feature,
+    };
     match FileKind::detect(&head[..filled]) {
+        #[cfg(feature = "subprocess")]
         FileKind::Elf | FileKind::MachO | FileKind::Pe | FileKind::Script => Ok(Source::Command {
             path: path.to_owned(),
             args: Vec::new(),
         }),
+        #[cfg(not(feature = "subprocess"))]
+        found @ (FileKind::Elf | FileKind::MachO | FileKind::Pe | FileKind::Script) => {
+            Err(disabled(found, "subprocess"))
+        }
+        #[cfg(feature = "wasm")]
         FileKind::Component => Ok(Source::WasmFile(path.to_owned())),
+        #[cfg(not(feature = "wasm"))]
+        found @ FileKind::Component => Err(disabled(found, "wasm")),
         found => Err(Error::NotAComponent {
             plugin: config.plugin_name(),
             found,
@@ -899,11 +1025,13 @@ impl std::fmt::Debug for Client {
         let mut debug = f.debug_struct("Client");
         debug.field("name", &self.name());
         match &self.backend {
+            #[cfg(feature = "wasm")]
             Backend::Wasm {
                 checksum, cache, ..
             } => {
                 debug.field("checksum", checksum).field("cache", cache);
             }
+            #[cfg(feature = "subprocess")]
             Backend::Subprocess { connection, .. } => {
                 debug.field("connection", connection);
             }

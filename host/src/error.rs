@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::kind::FileKind;
+#[cfg(feature = "wasm")]
 use crate::wasm::CacheProblem;
 
 /// `Result` with [`Error`] as its default error type.
@@ -63,6 +64,19 @@ pub enum Error {
         plugin: String,
         /// What the compiler said.
         reason: String,
+    },
+
+    /// The component uses the component model's concurrency (an async function, a stream, a
+    /// future), which the engine it would run on does not support.
+    #[cfg(feature = "wasm")]
+    #[error(
+        "plugin {plugin} uses component-model concurrency (async functions, streams or futures); {remedy}"
+    )]
+    NeedsConcurrency {
+        /// The plugin's name.
+        plugin: String,
+        /// What makes it load: the feature to enable, or the engine setting.
+        remedy: &'static str,
     },
 
     /// The component exports none of the interfaces the adapter binds, in any version.
@@ -263,6 +277,7 @@ pub enum Error {
 
     /// The compile cache directory, a directory above it or its key file could be changed by
     /// a user the cache does not trust, so nothing in it may be run.
+    #[cfg(feature = "wasm")]
     #[error("refusing the compile cache at {}: {problem}", path.display())]
     UntrustedCache {
         /// The directory or file that failed the check.
@@ -311,7 +326,22 @@ pub enum Error {
         backend: &'static str,
     },
 
+    /// The plugin is a kind of file this build of `plinth` has no backend for: an executable
+    /// in a build without the `subprocess` feature, or a component in one without `wasm`.
+    #[error(
+        "plugin {plugin} is {found}, which this build of plinth cannot load; enable plinth's `{feature}` feature"
+    )]
+    BackendDisabled {
+        /// The plugin's name.
+        plugin: String,
+        /// What the plugin's file is.
+        found: FileKind,
+        /// The cargo feature of `plinth` that loads it.
+        feature: &'static str,
+    },
+
     /// Launching, talking to or stopping a go-plugin plugin failed.
+    #[cfg(feature = "subprocess")]
     #[error(transparent)]
     Subprocess(#[from] plinth_subprocess::Error),
 }
@@ -338,16 +368,21 @@ impl Error {
             | Error::AmbiguousFunction { plugin, .. }
             | Error::Argument { plugin, .. }
             | Error::BackendUnsupported { plugin, .. }
+            | Error::BackendDisabled { plugin, .. }
             | Error::Killed { plugin } => Some(plugin),
+            #[cfg(feature = "subprocess")]
             Error::Subprocess(_) => None,
             Error::UnknownPlugin { name, .. } | Error::TypeMismatch { name, .. } => Some(name),
             Error::Read { .. }
             | Error::InvalidChecksum { .. }
             | Error::Grant { .. }
-            | Error::UntrustedCache { .. }
             | Error::CacheIo { .. }
             | Error::Discover { .. }
             | Error::Config { .. } => None,
+            #[cfg(feature = "wasm")]
+            Error::NeedsConcurrency { plugin, .. } => Some(plugin),
+            #[cfg(feature = "wasm")]
+            Error::UntrustedCache { .. } => None,
         }
     }
 }

@@ -12,11 +12,15 @@ use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+#[cfg(feature = "wasm")]
 use wasmtime::component::Linker;
 
 use crate::error::{Error, Result};
+#[cfg(feature = "subprocess")]
 use crate::grpc::GrpcConn;
+#[cfg(feature = "subprocess")]
 use crate::netrpc::NetRpcConn;
+#[cfg(feature = "wasm")]
 use crate::wasm::{HostState, Instance};
 
 /// An adapter from a plugin to the host's typed interface.
@@ -53,12 +57,14 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Adds the host imports this interface needs (callbacks such as the counter's
     /// `add-helper`) to the linker. WASI and `plinth:host` are already there.
+    #[cfg(feature = "wasm")]
     fn link_wasm(&self, linker: &mut Linker<HostState>) -> Result<()> {
         let _ = linker;
         Ok(())
     }
 
     /// Builds the interface from a linked component. Default: [`Error::BackendUnsupported`].
+    #[cfg(feature = "wasm")]
     fn from_wasm(&self, instance: Instance) -> Result<Arc<Self::Interface>> {
         Err(Error::BackendUnsupported {
             plugin: instance.plugin_name().to_owned(),
@@ -69,6 +75,7 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Builds the interface from a connection to a go-plugin executable (go-plugin's
     /// `GRPCClient`). Default: [`Error::BackendUnsupported`].
+    #[cfg(feature = "subprocess")]
     fn from_grpc(&self, conn: GrpcConn) -> Result<Arc<Self::Interface>> {
         Err(Error::BackendUnsupported {
             plugin: conn.name().to_owned(),
@@ -79,6 +86,7 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Builds the interface from a dispensed legacy `netrpc` plugin (go-plugin's `Client` of a
     /// `net/rpc` plugin). Default: [`Error::BackendUnsupported`].
+    #[cfg(feature = "subprocess")]
     fn from_netrpc(&self, conn: NetRpcConn) -> Result<Arc<Self::Interface>> {
         Err(Error::BackendUnsupported {
             plugin: conn.name().to_owned(),
@@ -93,14 +101,19 @@ pub trait Plugin: Send + Sync + 'static {
 #[allow(clippy::wrong_self_convention)]
 pub(crate) trait ErasedPlugin: Send + Sync {
     fn name(&self) -> &str;
+    #[cfg(feature = "wasm")]
     fn wasm_exports(&self) -> &[&str];
+    #[cfg(feature = "wasm")]
     fn link_wasm(&self, linker: &mut Linker<HostState>) -> Result<()>;
     fn interface_type(&self) -> (TypeId, &'static str);
     /// Returns a `Box<Arc<Interface>>`.
+    #[cfg(feature = "wasm")]
     fn from_wasm_erased(&self, instance: Instance) -> Result<Box<dyn Any + Send + Sync>>;
     /// Returns a `Box<Arc<Interface>>`.
+    #[cfg(feature = "subprocess")]
     fn from_grpc_erased(&self, conn: GrpcConn) -> Result<Box<dyn Any + Send + Sync>>;
     /// Returns a `Box<Arc<Interface>>`.
+    #[cfg(feature = "subprocess")]
     fn from_netrpc_erased(&self, conn: NetRpcConn) -> Result<Box<dyn Any + Send + Sync>>;
 }
 
@@ -109,10 +122,12 @@ impl<P: Plugin> ErasedPlugin for P {
         Plugin::name(self)
     }
 
+    #[cfg(feature = "wasm")]
     fn wasm_exports(&self) -> &[&str] {
         Plugin::wasm_exports(self)
     }
 
+    #[cfg(feature = "wasm")]
     fn link_wasm(&self, linker: &mut Linker<HostState>) -> Result<()> {
         Plugin::link_wasm(self, linker)
     }
@@ -124,14 +139,17 @@ impl<P: Plugin> ErasedPlugin for P {
         )
     }
 
+    #[cfg(feature = "wasm")]
     fn from_wasm_erased(&self, instance: Instance) -> Result<Box<dyn Any + Send + Sync>> {
         Ok(Box::new(self.from_wasm(instance)?))
     }
 
+    #[cfg(feature = "subprocess")]
     fn from_grpc_erased(&self, conn: GrpcConn) -> Result<Box<dyn Any + Send + Sync>> {
         Ok(Box::new(self.from_grpc(conn)?))
     }
 
+    #[cfg(feature = "subprocess")]
     fn from_netrpc_erased(&self, conn: NetRpcConn) -> Result<Box<dyn Any + Send + Sync>> {
         Ok(Box::new(self.from_netrpc(conn)?))
     }

@@ -1,7 +1,11 @@
 //! Wasm backend benchmarks, each beside its peer measured in the same run.
 //!
 //! - `kv_get/{plinth,raw}/{16,4096,1048576}`: one `get` of a value of that size through a
-//!   dispensed `Arc<dyn Kv>`, and through plain `bindgen!` bindings on a bare `Store`.
+//!   dispensed `Arc<dyn Kv>`, and through plain `bindgen!` bindings on a bare `Store` of the
+//!   same engine (Plinth's shared engine: epoch interruption, pooling, concurrency off).
+//! - `kv_get/{plinth,raw}_concurrency/16`: the same calls on an engine with component-model
+//!   concurrency on (`EngineConfig::concurrency`), which a world with async functions needs:
+//!   what the kv world, which has none, saves by running without it.
 //! - `instantiate/{plinth,raw}`: a new instance from a pre-linked component on the pooling
 //!   allocator, through a plinth `Pool` and through `InstancePre::instantiate_async` on an
 //!   engine with Plinth's settings; `instantiate/raw_wasmtime_defaults` is the raw one on
@@ -26,7 +30,8 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use plinth::wasm::{Engine, EngineConfig, HostState, Instance, Pool};
 use plinth::{Client, ClientConfig, Plugin};
 use plinth_examples::greeter::{self, GreeterPlugin};
@@ -63,7 +68,17 @@ mod raw {
 plinth::wasm_bindings!(raw::Plugin, raw::PluginPre<HostState>);
 
 /// Per-call times of the paired measurements: (figure, Plinth ns, raw ns).
-static PAIRED: Mutex<Vec<(String, f64, f64)>> = Mutex::new(Vec::new());
+static PAIRED: Mutex<Vec<Paired>> = Mutex::new(Vec::new());
+
+/// One paired figure: the medians of both sides, and how far apart each side's rounds were.
+struct Paired {
+    figure: String,
+    plinth_ns: f64,
+    raw_ns: f64,
+    /// The interquartile range of the rounds over their median, the larger of the two sides:
+    /// the run's noise for this figure.
+    spread: f64,
+}
 
 /// Whether this is a benchmarking run (`cargo bench`), not `cargo test --benches` checking that
 /// the binary works.
@@ -100,15 +115,24 @@ fn paired(
     }
     ours.sort_by(f64::total_cmp);
     theirs.sort_by(f64::total_cmp);
+    let spread =
+        |rounds: &[f64]| (rounds[ROUNDS * 3 / 4] - rounds[ROUNDS / 4]) / rounds[ROUNDS / 2];
+    let spread = spread(&ours).max(spread(&theirs));
     let (ours, theirs) = (ours[ROUNDS / 2], theirs[ROUNDS / 2]);
     println!(
-        "paired {figure}: plinth {ours:.0} ns, raw {theirs:.0} ns, {:.2}x",
-        ours / theirs
+        "paired {figure}: plinth {ours:.0} ns, raw {theirs:.0} ns, {:.2}x (rounds spread {:.0}%)",
+        ours / theirs,
+        spread * 100.0
     );
     PAIRED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .push((figure, ours, theirs));
+        .push(Paired {
+            figure,
+            plinth_ns: ours,
+            raw_ns: theirs,
+            spread,
+        });
 }
 
 /// The bare host state of the raw peer: WASI with nothing granted, logging ignored.
@@ -203,6 +227,14 @@ fn wasi_linker(engine: &wasmtime::Engine) -> Linker<RawState> {
     linker
 }
 
+/// A raw store on `engine`, whose epoch deadline is far enough away for any benchmark (Plinth's
+/// engines interrupt guests by epoch; a raw caller sets the deadline once).
+fn raw_store(engine: &wasmtime::Engine) -> Store<RawState> {
+    let mut store = Store::new(engine, RawState::new());
+    store.set_epoch_deadline(1 << 40);
+    store
+}
+
 fn raw_pre(engine: &wasmtime::Engine) -> raw::PluginPre<RawState> {
     let component = Component::from_file(engine, guest("kv")).expect("compile kv");
     let mut linker = wasi_linker(engine);
@@ -220,9 +252,10 @@ fn kv_get(c: &mut Criterion) {
         .expect("start kv");
     let kv = rt.block_on(client.dispense(&KvPlugin)).expect("dispense");
 
-    let engine = wasmtime::Engine::default();
+    // The raw peer on the very engine the client runs on.
+    let engine = Engine::shared().expect("shared engine").wasmtime().clone();
     let pre = raw_pre(&engine);
-    let mut store = Store::new(&engine, RawState::new());
+    let mut store = raw_store(&engine);
     let bindings = rt
         .block_on(pre.instantiate_async(&mut store))
         .expect("instantiate");
@@ -263,8 +296,74 @@ fn kv_get(c: &mut Criterion) {
                 |calls| time(&rt, calls, &mut raw_get),
             );
         }
+        if size == 16 {
+            kv_get_concurrency(&mut group, &rt, &mut plinth_get, &mut raw_get);
+        }
     }
     group.finish();
+}
+
+/// `kv.get` of 16 bytes on engines with component-model concurrency on, beside the same calls
+/// with it off (`plinth_off`, `raw_off`): Plinth and raw.
+fn kv_get_concurrency(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    plinth_off: &mut impl AsyncFnMut(),
+    raw_off: &mut impl AsyncFnMut(),
+) {
+    let concurrent = Engine::new(&EngineConfig {
+        total_instances: 16,
+        concurrency: true,
+        ..EngineConfig::default()
+    })
+    .expect("concurrent engine");
+    let client = rt
+        .block_on(Client::start(
+            ClientConfig::wasm(guest("kv"))
+                .engine(concurrent.clone())
+                .max_instances(1),
+        ))
+        .expect("start kv");
+    let kv = rt.block_on(client.dispense(&KvPlugin)).expect("dispense");
+    let engine = concurrent.wasmtime().clone();
+    let pre = raw_pre(&engine);
+    let mut store = raw_store(&engine);
+    let bindings = rt
+        .block_on(pre.instantiate_async(&mut store))
+        .expect("instantiate");
+    let (key, value) = ("value-16", [0x5a; 16]);
+    rt.block_on(kv.put(key, &value)).expect("plinth put");
+    rt.block_on(bindings.plinth_kv_store().call_put(&mut store, key, &value))
+        .expect("raw put")
+        .expect("raw put answer");
+    let mut plinth_on = async || {
+        black_box(kv.get(key).await.expect("get"));
+    };
+    let mut raw_on = async || {
+        let answer = bindings.plinth_kv_store().call_get(&mut store, key).await;
+        black_box(answer.expect("call").expect("get"));
+    };
+    group.bench_function(BenchmarkId::new("plinth_concurrency", 16), |b| {
+        b.iter_custom(|iters| time(rt, iters, &mut plinth_on))
+    });
+    group.bench_function(BenchmarkId::new("raw_concurrency", 16), |b| {
+        b.iter_custom(|iters| time(rt, iters, &mut raw_on))
+    });
+    if benchmarking() {
+        // Recorded as (on, off): the ratio is what concurrency support costs a call.
+        paired(
+            "concurrency/plinth".to_owned(),
+            20_000,
+            |calls| time(rt, calls, &mut plinth_on),
+            |calls| time(rt, calls, &mut *plinth_off),
+        );
+        paired(
+            "concurrency/raw".to_owned(),
+            20_000,
+            |calls| time(rt, calls, &mut raw_on),
+            |calls| time(rt, calls, &mut *raw_off),
+        );
+    }
 }
 
 /// An adapter whose interface is the instance pool itself, to instantiate through plinth.
@@ -389,7 +488,7 @@ fn greet(c: &mut Criterion) {
         .block_on(client.dispense(&GreeterPlugin::accepting(&[greeter::V2])))
         .expect("dispense");
 
-    let engine = wasmtime::Engine::default();
+    let engine = Engine::shared().expect("shared engine").wasmtime().clone();
     let component = Component::from_file(&engine, guest("greeter")).expect("compile greeter");
     let mut linker = wasi_linker(&engine);
     raw_greeter::plinth::host::logging::add_to_linker::<RawState, HasSelf<RawState>>(
@@ -399,7 +498,7 @@ fn greet(c: &mut Criterion) {
     .expect("logging");
     let pre = raw_greeter::PluginPre::new(linker.instantiate_pre(&component).expect("link"))
         .expect("exports");
-    let mut store = Store::new(&engine, RawState::new());
+    let mut store = raw_store(&engine);
     let bindings = rt
         .block_on(pre.instantiate_async(&mut store))
         .expect("instantiate");
@@ -486,9 +585,13 @@ fn main() {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .iter()
-            .map(|(figure, plinth, raw)| {
-                let pair = serde_json::json!({ "plinth_ns": plinth, "raw_ns": raw });
-                (figure.clone(), pair)
+            .map(|paired| {
+                let pair = serde_json::json!({
+                    "plinth_ns": paired.plinth_ns,
+                    "raw_ns": paired.raw_ns,
+                    "spread": paired.spread,
+                });
+                (paired.figure.clone(), pair)
             })
             .collect();
         let dir = plinth_interop::criterion_dir();

@@ -208,10 +208,13 @@ fn create_key(dir: &Path, trusted: &trust::Trusted) -> Result<[u8; KEY_LEN]> {
     match file.persist_noclobber(&path) {
         Ok(_) => Ok(key),
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-            trust::read_key(&path, trusted)?.ok_or_else(|| Error::UntrustedCache {
-                path,
-                problem: CacheProblem::NoKey,
-            })
+            match trust::read_key(&path, trusted)? {
+                Some(key) => Ok(key),
+                None => Err(Error::UntrustedCache {
+                    path,
+                    problem: CacheProblem::NoKey,
+                }),
+            }
         }
         Err(e) => Err(io("write")(e.error)),
     }

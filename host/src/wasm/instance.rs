@@ -11,6 +11,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::error::{Error, Result};
+use crate::output::Output;
 use crate::wasm::dynamic::{Dynamic, Function, exported_functions, imported_functions, resources};
 use crate::wasm::engine::Engine;
 use crate::wasm::interface::InterfaceName;
@@ -18,7 +19,6 @@ use crate::wasm::limits::Limits;
 use crate::wasm::pool::{Bindings, Drain, Pool, link_reason};
 use crate::wasm::sandbox::Grants;
 use crate::wasm::state::HostState;
-use crate::wasm::stdio::Output;
 
 /// Everything a client knows about its compiled component.
 pub(crate) struct Loaded {

@@ -5,7 +5,7 @@
 //! negotiates the interface version ([`interface`]), links the component against WASI (as
 //! sandboxed as [`Grants`] say), `plinth:host` ([`logging`]) and the adapter's own imports, and
 //! hands the adapter an [`Instance`] from which it builds a [`Pool`] of instances bounded by
-//! [`Limits`]. Guest output is mirrored line by line ([`stdio`]). A component with no adapter
+//! [`Limits`]. Guest output is mirrored line by line ([`Output`]). A component with no adapter
 //! can still be called by function name ([`Dynamic`]).
 
 pub mod cache;
@@ -19,12 +19,12 @@ pub mod pool;
 pub mod resource;
 pub mod sandbox;
 pub mod state;
-pub mod stdio;
 mod symlinks;
 
+pub use crate::output::{Output, SharedWriter};
 pub use cache::{CacheOutcome, CacheProblem};
 pub use dynamic::{Dynamic, Function, TypeName};
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, uses_concurrency};
 pub use instance::Instance;
 pub use interface::InterfaceName;
 pub use limits::{DeadlineExceeded, Limits, MemoryLimitExceeded};
@@ -32,7 +32,6 @@ pub use pool::{Bindings, Pool};
 pub use resource::{Resource, Resources};
 pub use sandbox::{Access, DirGrant, Grants};
 pub use state::HostState;
-pub use stdio::{Output, SharedWriter};
 
 /// The wasmtime crate Plinth is built on, for `bindgen!` and `Linker` in adapters.
 pub use wasmtime;

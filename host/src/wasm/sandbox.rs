@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::error::{Error, Result};
-use crate::wasm::stdio::GuestOutput;
+use crate::output::GuestOutput;
 
 /// How a granted directory may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

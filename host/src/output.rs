@@ -1,21 +1,26 @@
-//! Capturing a guest's stdout and stderr line by line and mirroring them to the host.
+//! Capturing a plugin's stdout and stderr line by line and mirroring them to the host.
 //!
-//! go-plugin syncs a plugin's output to the host; here each complete line a guest writes goes to
-//! an [`Output`]: a `tracing` event, the host's own stdout/stderr with a `[plugin]` prefix, a
-//! writer the caller provides, or nowhere. A partial line is emitted when the instance ends.
+//! go-plugin syncs a plugin's output to the host; here each complete line a guest or an
+//! executable writes goes to an [`Output`]: a `tracing` event, the host's own stdout/stderr with
+//! a `[plugin]` prefix, a writer the caller provides, or nowhere. A partial line is emitted when
+//! the instance (or the process's stream) ends.
 
 use std::io::Write;
+#[cfg(feature = "wasm")]
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "wasm")]
 use std::task::{Context, Poll};
 
+#[cfg(feature = "wasm")]
 use tokio::io::AsyncWrite;
+#[cfg(feature = "wasm")]
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// The longest line kept whole; a longer one is emitted in pieces of this size.
 const MAX_LINE: usize = 16 * 1024;
 
-/// Where a guest's stdout or stderr lines go.
+/// Where a plugin's stdout or stderr lines go.
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum Output {
@@ -55,6 +60,7 @@ pub struct SharedWriter(Arc<Mutex<dyn Write + Send>>);
 
 /// A sink for an executable plugin's synced output: chunks joined into lines, each emitted
 /// to `output` as a guest's would be.
+#[cfg(feature = "subprocess")]
 pub(crate) fn chunk_sink(
     plugin: Arc<str>,
     stream: Stream,
@@ -74,7 +80,7 @@ pub(crate) fn chunk_sink(
     })
 }
 
-/// Which of the guest's two output streams.
+/// Which of the plugin's two output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stream {
     Stdout,
@@ -82,12 +88,14 @@ pub(crate) enum Stream {
 }
 
 /// One guest stream, as WASI sees it.
+#[cfg(feature = "wasm")]
 pub(crate) struct GuestOutput {
     plugin: Arc<str>,
     stream: Stream,
     output: Output,
 }
 
+#[cfg(feature = "wasm")]
 impl GuestOutput {
     pub(crate) fn new(plugin: Arc<str>, stream: Stream, output: Output) -> GuestOutput {
         GuestOutput {
@@ -98,12 +106,14 @@ impl GuestOutput {
     }
 }
 
+#[cfg(feature = "wasm")]
 impl IsTerminal for GuestOutput {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
+#[cfg(feature = "wasm")]
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(LineWriter {
@@ -115,7 +125,7 @@ impl StdoutStream for GuestOutput {
     }
 }
 
-/// Splits what the guest writes into lines and emits each one.
+/// Splits what the plugin writes into lines and emits each one.
 struct LineWriter {
     plugin: Arc<str>,
     stream: Stream,
@@ -155,6 +165,7 @@ impl Drop for LineWriter {
     }
 }
 
+#[cfg(feature = "wasm")]
 impl AsyncWrite for LineWriter {
     fn poll_write(
         mut self: Pin<&mut Self>,
