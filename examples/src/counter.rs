@@ -8,16 +8,26 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+#[cfg(feature = "subprocess")]
 use plinth::PluginChannel;
+#[cfg(feature = "wasm")]
 use plinth::wasm::wasmtime::component::{HasSelf, Linker};
+#[cfg(feature = "wasm")]
 use plinth::wasm::{HostState, Instance, Pool};
-use plinth::{GrpcConn, MAX_MESSAGE_SIZE, Plugin, Result};
+#[cfg(feature = "subprocess")]
+use plinth::{GrpcConn, MAX_MESSAGE_SIZE};
+use plinth::{Plugin, Result};
+#[cfg(feature = "subprocess")]
 use tonic::service::Routes;
 
+#[cfg(feature = "subprocess")]
 use crate::proto::add_helper_server::{self, AddHelperServer};
+#[cfg(feature = "subprocess")]
 use crate::proto::counter_client::CounterClient;
+#[cfg(feature = "subprocess")]
 use crate::proto::{CounterGetRequest, CounterPutRequest, SumRequest, SumResponse};
 
+#[cfg(feature = "wasm")]
 mod bindings {
     wasmtime::component::bindgen!({
         path: ["../wit/host", "../wit/counter"],
@@ -27,8 +37,10 @@ mod bindings {
     });
 }
 
+#[cfg(feature = "wasm")]
 plinth::wasm_bindings!(bindings::Plugin, bindings::PluginPre<HostState>);
 
+#[cfg(feature = "wasm")]
 use bindings::plinth::counter::add_helper;
 
 /// The host-side helper the guest calls to add two numbers.
@@ -51,10 +63,12 @@ pub trait Counter: Send + Sync {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CounterPlugin;
 
+#[cfg(feature = "wasm")]
 /// The helper for the call in progress, kept in the instance's host state.
 #[derive(Default)]
 struct HelperSlot(Option<Arc<dyn AddHelper>>);
 
+#[cfg(feature = "wasm")]
 impl add_helper::Host for HelperSlot {
     async fn sum(&mut self, a: i64, b: i64) -> plinth::wasm::wasmtime::Result<i64> {
         let helper = self.0.clone().ok_or_else(|| {
@@ -71,10 +85,12 @@ impl Plugin for CounterPlugin {
         "counter"
     }
 
+    #[cfg(feature = "wasm")]
     fn wasm_exports(&self) -> &[&str] {
         &["plinth:counter/counter@0.1.0"]
     }
 
+    #[cfg(feature = "wasm")]
     fn link_wasm(&self, linker: &mut Linker<HostState>) -> Result<()> {
         add_helper::add_to_linker::<HostState, HasSelf<HelperSlot>>(linker, |state| {
             state.extension::<HelperSlot>()
@@ -84,12 +100,14 @@ impl Plugin for CounterPlugin {
         })
     }
 
+    #[cfg(feature = "wasm")]
     fn from_wasm(&self, instance: Instance) -> Result<Arc<dyn Counter>> {
         Ok(Arc::new(WasmCounter {
             pool: instance.pool()?,
         }))
     }
 
+    #[cfg(feature = "subprocess")]
     fn from_grpc(&self, conn: GrpcConn) -> Result<Arc<dyn Counter>> {
         let client = CounterClient::new(conn.channel())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -98,11 +116,13 @@ impl Plugin for CounterPlugin {
     }
 }
 
+#[cfg(feature = "subprocess")]
 struct GrpcCounter {
     conn: GrpcConn,
     client: CounterClient<PluginChannel>,
 }
 
+#[cfg(feature = "subprocess")]
 #[async_trait]
 impl Counter for GrpcCounter {
     async fn put(&self, key: &str, value: i64, helper: Arc<dyn AddHelper>) -> Result<()> {
@@ -133,9 +153,11 @@ impl Counter for GrpcCounter {
     }
 }
 
+#[cfg(feature = "subprocess")]
 /// The host's [`AddHelper`] as the gRPC service the plugin dials.
 struct HelperService(Arc<dyn AddHelper>);
 
+#[cfg(feature = "subprocess")]
 #[tonic::async_trait]
 impl add_helper_server::AddHelper for HelperService {
     async fn sum(
@@ -150,10 +172,12 @@ impl add_helper_server::AddHelper for HelperService {
     }
 }
 
+#[cfg(feature = "wasm")]
 struct WasmCounter {
     pool: Pool<bindings::Plugin>,
 }
 
+#[cfg(feature = "wasm")]
 #[async_trait]
 impl Counter for WasmCounter {
     async fn put(&self, key: &str, value: i64, helper: Arc<dyn AddHelper>) -> Result<()> {

@@ -9,9 +9,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+#[cfg(feature = "wasm")]
+use plinth::Error;
+#[cfg(feature = "subprocess")]
+use plinth::NetRpcConn;
+#[cfg(feature = "wasm")]
 use plinth::wasm::{Instance, Pool};
-use plinth::{Error, NetRpcConn, Plugin, Result};
+use plinth::{Plugin, Result};
 
+#[cfg(feature = "wasm")]
 mod v1 {
     wasmtime::component::bindgen!({
         path: ["../wit/host", "../wit/greeter-0.1"],
@@ -20,6 +26,7 @@ mod v1 {
     });
 }
 
+#[cfg(feature = "wasm")]
 mod v2 {
     wasmtime::component::bindgen!({
         path: ["../wit/host", "../wit/greeter-0.2"],
@@ -28,7 +35,9 @@ mod v2 {
     });
 }
 
+#[cfg(feature = "wasm")]
 plinth::wasm_bindings!(v1::Plugin, v1::PluginPre<plinth::wasm::HostState>);
+#[cfg(feature = "wasm")]
 plinth::wasm_bindings!(v2::Plugin, v2::PluginPre<plinth::wasm::HostState>);
 
 /// `plinth:greeter/greeter@0.1.0`.
@@ -50,6 +59,8 @@ pub trait Greeter: Send + Sync {
 /// The adapter for the greeter, accepting some or all of its versions.
 #[derive(Debug, Clone)]
 pub struct GreeterPlugin {
+    // The versions a component may be bound with; an executable has one.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     accepted: Vec<&'static str>,
 }
 
@@ -82,10 +93,12 @@ impl Plugin for GreeterPlugin {
         "greeter"
     }
 
+    #[cfg(feature = "wasm")]
     fn wasm_exports(&self) -> &[&str] {
         &self.accepted
     }
 
+    #[cfg(feature = "wasm")]
     fn from_wasm(&self, instance: Instance) -> Result<Arc<dyn Greeter>> {
         let version = instance.interface().to_string();
         match version.as_str() {
@@ -97,13 +110,16 @@ impl Plugin for GreeterPlugin {
         }
     }
 
+    #[cfg(feature = "subprocess")]
     fn from_netrpc(&self, conn: NetRpcConn) -> Result<Arc<dyn Greeter>> {
         Ok(Arc::new(NetRpcGreeter(conn)))
     }
 }
 
+#[cfg(feature = "subprocess")]
 struct NetRpcGreeter(NetRpcConn);
 
+#[cfg(feature = "subprocess")]
 #[async_trait]
 impl Greeter for NetRpcGreeter {
     async fn greet(&self, _name: &str) -> Result<String> {
@@ -116,8 +132,10 @@ impl Greeter for NetRpcGreeter {
     }
 }
 
+#[cfg(feature = "wasm")]
 struct GreeterV1(Pool<v1::Plugin>);
 
+#[cfg(feature = "wasm")]
 #[async_trait]
 impl Greeter for GreeterV1 {
     async fn greet(&self, _name: &str) -> Result<String> {
@@ -131,8 +149,10 @@ impl Greeter for GreeterV1 {
     }
 }
 
+#[cfg(feature = "wasm")]
 struct GreeterV2(Pool<v2::Plugin>);
 
+#[cfg(feature = "wasm")]
 #[async_trait]
 impl Greeter for GreeterV2 {
     async fn greet(&self, name: &str) -> Result<String> {

@@ -5,18 +5,27 @@
 //! go-plugin's KV example (`Put(map[string]interface{})`, `Get(string) []byte`): the host code
 //! is the same.
 
+#[cfg(feature = "subprocess")]
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+#[cfg(feature = "subprocess")]
 use plinth::PluginChannel;
+#[cfg(feature = "subprocess")]
 use plinth::gob::Value;
+#[cfg(feature = "wasm")]
 use plinth::wasm::{Instance, Pool};
-use plinth::{GrpcConn, MAX_MESSAGE_SIZE, NetRpcConn, Plugin, Result};
+#[cfg(feature = "subprocess")]
+use plinth::{GrpcConn, MAX_MESSAGE_SIZE, NetRpcConn};
+use plinth::{Plugin, Result};
 
+#[cfg(feature = "subprocess")]
 use crate::proto::kv_client::KvClient;
+#[cfg(feature = "subprocess")]
 use crate::proto::{GetRequest, PutRequest};
 
+#[cfg(feature = "wasm")]
 mod bindings {
     wasmtime::component::bindgen!({
         path: ["../wit/host", "../wit/kv"],
@@ -25,6 +34,7 @@ mod bindings {
     });
 }
 
+#[cfg(feature = "wasm")]
 plinth::wasm_bindings!(
     bindings::Plugin,
     bindings::PluginPre<plinth::wasm::HostState>
@@ -50,16 +60,19 @@ impl Plugin for KvPlugin {
         "kv"
     }
 
+    #[cfg(feature = "wasm")]
     fn wasm_exports(&self) -> &[&str] {
         &["plinth:kv/store@0.1.0"]
     }
 
+    #[cfg(feature = "wasm")]
     fn from_wasm(&self, instance: Instance) -> Result<Arc<dyn Kv>> {
         Ok(Arc::new(WasmKv {
             pool: instance.pool()?,
         }))
     }
 
+    #[cfg(feature = "subprocess")]
     fn from_grpc(&self, conn: GrpcConn) -> Result<Arc<dyn Kv>> {
         let client = KvClient::new(conn.channel())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -67,13 +80,16 @@ impl Plugin for KvPlugin {
         Ok(Arc::new(GrpcKv { conn, client }))
     }
 
+    #[cfg(feature = "subprocess")]
     fn from_netrpc(&self, conn: NetRpcConn) -> Result<Arc<dyn Kv>> {
         Ok(Arc::new(NetRpcKv(conn)))
     }
 }
 
+#[cfg(feature = "subprocess")]
 struct NetRpcKv(NetRpcConn);
 
+#[cfg(feature = "subprocess")]
 #[async_trait]
 impl Kv for NetRpcKv {
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -90,11 +106,13 @@ impl Kv for NetRpcKv {
     }
 }
 
+#[cfg(feature = "subprocess")]
 struct GrpcKv {
     conn: GrpcConn,
     client: KvClient<PluginChannel>,
 }
 
+#[cfg(feature = "subprocess")]
 #[async_trait]
 impl Kv for GrpcKv {
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -119,10 +137,12 @@ impl Kv for GrpcKv {
     }
 }
 
+#[cfg(feature = "wasm")]
 struct WasmKv {
     pool: Pool<bindings::Plugin>,
 }
 
+#[cfg(feature = "wasm")]
 #[async_trait]
 impl Kv for WasmKv {
     async fn get(&self, key: &str) -> Result<Vec<u8>> {

@@ -7,12 +7,18 @@
 //! bidirectional example, through the broker for executables) and [`docs`] (records, variants,
 //! options, a guest resource held through the pool, and a host import). The `demo` binary uses
 //! them on the bundled guests in `guest-examples/` and the Go plugins in `tests/go`.
+//!
+//! The crate has `plinth`'s two features, both on by default: built with `subprocess` alone,
+//! the adapters have their gRPC and netrpc halves only and nothing here compiles wasmtime
+//! (`examples/lean-host`); with `wasm` alone, their component halves only.
 
 pub mod counter;
+#[cfg(feature = "wasm")]
 pub mod docs;
 pub mod greeter;
 pub mod kv;
 
+#[cfg(feature = "subprocess")]
 pub use plinth_example_plugins::{handshake, proto};
 
 /// The directory the Go fixtures are built into by `cargo xtask go`.

@@ -112,23 +112,36 @@ const WASM_CRATES: [&str; 3] = ["wasmtime", "wasmtime-wasi", "cranelift-codegen"
 /// The code generators no downstream build runs: the gRPC code is checked in.
 const CODEGEN_CRATES: [&str; 3] = ["protoc-bin-vendored", "prost-build", "tonic-prost-build"];
 
-/// Checks `plinth` with each backend alone (clippy, warnings denied), and that the lean
+/// Checks `plinth` and the example adapters with each backend alone (clippy, warnings denied),
+/// and the subprocess-only host on its own, and that the lean
 /// dependency trees stay lean: a subprocess-only host (`plinth-example-lean-host`) compiles no
 /// wasmtime, and a Rust plugin binary (`plinth-example-plugins`) neither wasmtime nor protoc.
 fn lean_builds() -> Result<(), String> {
-    for feature in ["wasm", "subprocess"] {
-        cargo(&[
-            "clippy",
-            "--package",
-            "plinth",
-            "--no-default-features",
-            "--features",
-            feature,
-            "--",
-            "-D",
-            "warnings",
-        ])?;
+    for package in ["plinth", "plinth-examples"] {
+        for feature in ["wasm", "subprocess"] {
+            cargo(&[
+                "clippy",
+                "--package",
+                package,
+                "--lib",
+                "--no-default-features",
+                "--features",
+                feature,
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+        }
     }
+    cargo(&[
+        "clippy",
+        "--package",
+        "plinth-example-lean-host",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     let forbidden_in = |args: &[&str], forbidden: &[&str]| -> Result<(), String> {
         let output = Command::new(cargo_bin())
             .args(["tree", "--edges", "normal,build", "--prefix", "none"])

@@ -1,11 +1,13 @@
 //! `lean-host PLUGIN KEY VALUE`: loads the kv plugin at PLUGIN (a go-plugin executable), stores
 //! VALUE under KEY, reads it back and prints it. A component is refused: this host is built
-//! without `plinth`'s `wasm` feature.
+//! without `plinth`'s `wasm` feature, and the kv adapter ([`KvPlugin`]) with its gRPC and
+//! netrpc halves only.
 
 use std::process::ExitCode;
 
 use plinth::{Client, ClientConfig};
-use plinth_example_lean_host::{GrpcKvPlugin, handshake};
+use plinth_examples::handshake;
+use plinth_examples::kv::KvPlugin;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,7 +31,7 @@ async fn main() -> ExitCode {
 async fn run(plugin: &str, key: &str, value: &str) -> plinth::Result<String> {
     let client = Client::start(ClientConfig::file(plugin).handshake(handshake())).await?;
     let outcome = async {
-        let kv = client.dispense(&GrpcKvPlugin).await?;
+        let kv = client.dispense(&KvPlugin).await?;
         kv.put(key, value.as_bytes()).await?;
         kv.get(key).await
     }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use plinth::{Client, ClientConfig, Error, FileKind};
-use plinth_example_lean_host::{GrpcKvPlugin, handshake};
+use plinth_examples::handshake;
+use plinth_examples::kv::KvPlugin;
 
 fn repo(path: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,7 +32,7 @@ async fn a_go_plugin_loads_and_answers_without_the_wasm_backend() {
     let client = Client::start(ClientConfig::file(go_kv_plugin()).handshake(handshake()))
         .await
         .expect("the Go kv plugin starts");
-    let kv = client.dispense(&GrpcKvPlugin).await.unwrap();
+    let kv = client.dispense(&KvPlugin).await.unwrap();
     let value: Vec<u8> = (0..=255).cycle().take(64 << 10).collect();
     kv.put("lean", &value).await.unwrap();
     assert_eq!(kv.get("lean").await.unwrap(), value);
