@@ -298,9 +298,52 @@ fn kv_get(c: &mut Criterion) {
         }
         if size == 16 {
             kv_get_concurrency(&mut group, &rt, &mut plinth_get, &mut raw_get);
+            kv_get_store_settings(&mut group, &rt, &engine, &pre, &mut plinth_get);
         }
     }
     group.finish();
+}
+
+/// `kv.get` of 16 bytes raw, on a store set up as Plinth sets up each instance's (hostcall
+/// fuel for the host-copy limit, the epoch callback behind deadlines, a deadline armed per
+/// call): how much of Plinth's time over the raw call is those safety settings.
+fn kv_get_store_settings(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    engine: &wasmtime::Engine,
+    pre: &raw::PluginPre<RawState>,
+    plinth: &mut impl AsyncFnMut(),
+) {
+    let mut store = raw_store(engine);
+    store.set_hostcall_fuel(plinth::wasm::Limits::default().host_copy_limit());
+    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
+    let bindings = rt
+        .block_on(pre.instantiate_async(&mut store))
+        .expect("instantiate");
+    let key = "value-16";
+    rt.block_on(
+        bindings
+            .plinth_kv_store()
+            .call_put(&mut store, key, &[0x5a; 16]),
+    )
+    .expect("raw put")
+    .expect("raw put answer");
+    let mut raw_settings = async || {
+        store.set_epoch_deadline(1);
+        let answer = bindings.plinth_kv_store().call_get(&mut store, key).await;
+        black_box(answer.expect("call").expect("get"));
+    };
+    group.bench_function(BenchmarkId::new("raw_store_settings", 16), |b| {
+        b.iter_custom(|iters| time(rt, iters, &mut raw_settings))
+    });
+    if benchmarking() {
+        paired(
+            "store_settings".to_owned(),
+            20_000,
+            |calls| time(rt, calls, &mut *plinth),
+            |calls| time(rt, calls, &mut raw_settings),
+        );
+    }
 }
 
 /// `kv.get` of 16 bytes on engines with component-model concurrency on, beside the same calls

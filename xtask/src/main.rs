@@ -372,6 +372,18 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
         "raw bindgen!, same engine",
         Goal::AtMost(1.5),
     ));
+    let (plinth, raw) = pair(
+        "store_settings",
+        "kv_get/plinth/16",
+        "kv_get/raw_store_settings/16",
+    );
+    rows.push((
+        "wasm kv.get 16 B".to_owned(),
+        plinth,
+        raw,
+        "raw, Plinth's store settings",
+        Goal::Report,
+    ));
     for (side, peer) in [
         ("plinth", "Plinth, concurrency off"),
         ("raw", "raw, concurrency off"),
