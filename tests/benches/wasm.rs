@@ -299,6 +299,7 @@ fn kv_get(c: &mut Criterion) {
         if size == 16 {
             kv_get_concurrency(&mut group, &rt, &mut plinth_get, &mut raw_get);
             kv_get_store_settings(&mut group, &rt, &engine, &pre, &mut plinth_get);
+            kv_get_pool(&mut group, &rt, &client, &mut plinth_get);
         }
     }
     group.finish();
@@ -342,6 +343,42 @@ fn kv_get_store_settings(
             20_000,
             |calls| time(rt, calls, &mut *plinth),
             |calls| time(rt, calls, &mut raw_settings),
+        );
+    }
+}
+
+/// `kv.get` of 16 bytes straight through the instance pool (`Pool::call` with the generated
+/// bindings, no `dyn Kv` and its boxed future), beside the dispensed call: where Plinth's time
+/// over raw goes, the pool or the adapter's `async_trait` interface.
+fn kv_get_pool(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    client: &Client,
+    plinth: &mut impl AsyncFnMut(),
+) {
+    // A pool of its own: its instance holds only what is put through it.
+    let pool = rt.block_on(client.dispense(&PoolPlugin)).expect("dispense");
+    let key = "value-16";
+    rt.block_on(
+        pool.call(async |kv, store| kv.plinth_kv_store().call_put(store, key, &[0x5a; 16]).await),
+    )
+    .expect("put")
+    .expect("put answer");
+    let mut pooled = async || {
+        let answer = pool
+            .call(async |kv, store| kv.plinth_kv_store().call_get(store, key).await)
+            .await;
+        black_box(answer.expect("call").expect("get"));
+    };
+    group.bench_function(BenchmarkId::new("pool", 16), |b| {
+        b.iter_custom(|iters| time(rt, iters, &mut pooled))
+    });
+    if benchmarking() {
+        paired(
+            "pool".to_owned(),
+            20_000,
+            |calls| time(rt, calls, &mut *plinth),
+            |calls| time(rt, calls, &mut pooled),
         );
     }
 }

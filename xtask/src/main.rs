@@ -372,6 +372,14 @@ fn bench_table(criterion: &Path, served: &ServedRtt) -> String {
         "raw bindgen!, same engine",
         Goal::AtMost(1.5),
     ));
+    let (plinth, raw) = pair("pool", "kv_get/plinth/16", "kv_get/pool/16");
+    rows.push((
+        "wasm kv.get 16 B, dispensed `dyn Kv` vs the pool directly".to_owned(),
+        plinth,
+        raw,
+        "Pool::call, generated bindings",
+        Goal::Report,
+    ));
     let (plinth, raw) = pair(
         "store_settings",
         "kv_get/plinth/16",
