@@ -97,6 +97,36 @@ fn time(rt: &Runtime, calls: u64, call: &mut impl AsyncFnMut()) -> Duration {
     })
 }
 
+/// Registers `call` as the criterion benchmark `kv_get/{name}/16`.
+fn bench_16(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    name: &str,
+    call: &mut impl AsyncFnMut(),
+) {
+    group.bench_function(BenchmarkId::new(name, 16), |b| {
+        b.iter_custom(|iters| time(rt, iters, &mut *call))
+    });
+}
+
+/// In a benchmarking run, times 20 000 calls of `ours` against as many of `peer` in paired
+/// rounds, recorded under `figure` as (ours, peer).
+fn paired_16(
+    figure: &str,
+    rt: &Runtime,
+    ours: &mut impl AsyncFnMut(),
+    peer: &mut impl AsyncFnMut(),
+) {
+    if benchmarking() {
+        paired(
+            figure.to_owned(),
+            20_000,
+            |calls| time(rt, calls, &mut *ours),
+            |calls| time(rt, calls, &mut *peer),
+        );
+    }
+}
+
 /// Times `calls` calls of `plinth` and of `raw`, alternately for nine rounds, and records the
 /// median time per call of each under `figure`.
 fn paired(
@@ -334,17 +364,8 @@ fn kv_get_store_settings(
         let answer = bindings.plinth_kv_store().call_get(&mut store, key).await;
         black_box(answer.expect("call").expect("get"));
     };
-    group.bench_function(BenchmarkId::new("raw_store_settings", 16), |b| {
-        b.iter_custom(|iters| time(rt, iters, &mut raw_settings))
-    });
-    if benchmarking() {
-        paired(
-            "store_settings".to_owned(),
-            20_000,
-            |calls| time(rt, calls, &mut *plinth),
-            |calls| time(rt, calls, &mut raw_settings),
-        );
-    }
+    bench_16(group, rt, "raw_store_settings", &mut raw_settings);
+    paired_16("store_settings", rt, plinth, &mut raw_settings);
 }
 
 /// `kv.get` of 16 bytes straight through the instance pool (`Pool::call` with the generated
@@ -370,17 +391,8 @@ fn kv_get_pool(
             .await;
         black_box(answer.expect("call").expect("get"));
     };
-    group.bench_function(BenchmarkId::new("pool", 16), |b| {
-        b.iter_custom(|iters| time(rt, iters, &mut pooled))
-    });
-    if benchmarking() {
-        paired(
-            "pool".to_owned(),
-            20_000,
-            |calls| time(rt, calls, &mut *plinth),
-            |calls| time(rt, calls, &mut pooled),
-        );
-    }
+    bench_16(group, rt, "pool", &mut pooled);
+    paired_16("pool", rt, plinth, &mut pooled);
 }
 
 /// `kv.get` of 16 bytes on engines with component-model concurrency on, beside the same calls
@@ -423,27 +435,11 @@ fn kv_get_concurrency(
         let answer = bindings.plinth_kv_store().call_get(&mut store, key).await;
         black_box(answer.expect("call").expect("get"));
     };
-    group.bench_function(BenchmarkId::new("plinth_concurrency", 16), |b| {
-        b.iter_custom(|iters| time(rt, iters, &mut plinth_on))
-    });
-    group.bench_function(BenchmarkId::new("raw_concurrency", 16), |b| {
-        b.iter_custom(|iters| time(rt, iters, &mut raw_on))
-    });
-    if benchmarking() {
-        // Recorded as (on, off): the ratio is what concurrency support costs a call.
-        paired(
-            "concurrency/plinth".to_owned(),
-            20_000,
-            |calls| time(rt, calls, &mut plinth_on),
-            |calls| time(rt, calls, &mut *plinth_off),
-        );
-        paired(
-            "concurrency/raw".to_owned(),
-            20_000,
-            |calls| time(rt, calls, &mut raw_on),
-            |calls| time(rt, calls, &mut *raw_off),
-        );
-    }
+    bench_16(group, rt, "plinth_concurrency", &mut plinth_on);
+    bench_16(group, rt, "raw_concurrency", &mut raw_on);
+    // Recorded as (on, off): the ratio is what concurrency support costs a call.
+    paired_16("concurrency/plinth", rt, &mut plinth_on, plinth_off);
+    paired_16("concurrency/raw", rt, &mut raw_on, raw_off);
 }
 
 /// An adapter whose interface is the instance pool itself, to instantiate through plinth.

@@ -72,14 +72,12 @@ async fn a_component_is_refused_naming_the_feature_that_loads_it() {
 
 #[tokio::test]
 async fn a_file_that_is_no_plugin_is_still_refused_by_kind() {
-    let dir = std::env::temp_dir().join(format!("plinth-lean-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = dir.join("notes.txt");
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
     std::fs::write(&text, "not a plugin\n").unwrap();
     let error = Client::start(ClientConfig::file(&text).handshake(handshake()))
         .await
         .expect_err("a text file is no plugin");
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         matches!(&error, Error::NotAComponent { found, .. } if *found != FileKind::Component),
         "{error:?}"
